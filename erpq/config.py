@@ -1,0 +1,355 @@
+"""config.toml -> typed, validated settings.
+
+Every problem is reported as one line naming the file, the key and the reason
+(``ConfigError``); the CLI turns it into exit code 2. Relative paths resolve
+against the directory of the config file (the packaged default resolves them
+against the working directory).
+
+Where the config comes from, first match wins: ``--config PATH``, the
+``ERPQ_CONFIG`` environment variable, ``./config.toml``, the packaged default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from croniter import croniter
+
+#: The periodic tasks of SPEC section 1 and their default cron expressions.
+DEFAULT_SCHEDULE: dict[str, str] = {
+    "crm:check-activity-reminders": "*/5 * * * *",
+    "crm:sync-email-accounts": "*/5 * * * *",
+    "erp:generate-scheduled-reports": "* * * * *",
+    "erp:check-system-health": "*/5 * * * *",
+    "erp:retry-webhook-deliveries": "*/10 * * * *",
+    "erp:generate-recurring-invoices": "0 1 * * *",
+    "erp:check-reorder-rules": "0 2 * * *",
+}
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as one line: ``file: key: reason``."""
+
+
+@dataclass
+class QueueSettings:
+    #: ``sqlite:///path/to/queue.db`` (default) or ``redis://host:port/db``.
+    url: str = "sqlite:///var/queue.db"
+    #: Queue name inside the store; two systems can share one Redis by name.
+    name: str = "erpq"
+    #: Worker threads of a runner (``erpq queue work``, the console's runner).
+    workers: int = 4
+
+
+@dataclass
+class DatabaseSettings:
+    #: SQLAlchemy URL: sqlite:///var/erpq.db, postgresql+psycopg://..., mysql+pymysql://...
+    url: str = "sqlite:///var/erpq.db"
+    echo: bool = False
+
+
+@dataclass
+class LogSettings:
+    path: str = "var/log/erpq.log"
+    level: str = "INFO"
+
+
+@dataclass
+class RunnerSettings:
+    #: How often a runner writes its heartbeat and looks for dead runners' work.
+    heartbeat_s: float = 5.0
+    #: A runner silent for this long is dead; its claimed jobs are re-enqueued.
+    dead_after_s: float = 30.0
+    #: A job recovered from dead runners more often than this is abandoned to failed_jobs.
+    max_recoveries: int = 3
+    #: How often the scheduler looks for due periodic ticks (Huey's default is 60 s).
+    periodic_check_s: int = 5
+    #: Seconds a graceful stop waits for running jobs before giving up.
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass
+class ScheduleSettings:
+    #: Timezone the cron expressions are read in.
+    timezone: str = "UTC"
+    #: A tick noticed later than this (downtime) is skipped, not replayed.
+    missed_grace_s: int = 120
+    #: Lease of a periodic task's overlap lock; renewed while its runner lives.
+    lock_lease_s: int = 120
+    #: Cron expression per periodic task (croniter syntax), defaults in DEFAULT_SCHEDULE.
+    cron: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
+
+
+@dataclass
+class RetentionSettings:
+    history_days: int = 14
+    history_rows: int = 1_000_000
+    failed_days: int = 30
+    health_days: int = 30
+    #: Forgotten/flushed failed jobs stay restorable this long.
+    undo_minutes: int = 10
+
+
+@dataclass
+class HealthSettings:
+    cpu_warning: float = 80.0
+    cpu_critical: float = 95.0
+    memory_warning: float = 80.0
+    memory_critical: float = 95.0
+    disk_warning: float = 80.0
+    disk_critical: float = 95.0
+    db_connections_warning: int = 80
+    db_connections_critical: int = 150
+    queue_warning: int = 1_000
+    queue_critical: int = 10_000
+    failed_per_hour_warning: int = 10
+    failed_per_hour_critical: int = 100
+
+
+@dataclass
+class WebhookSettings:
+    timeout_s: float = 15.0
+    max_response_bytes: int = 2048
+    #: Delay before each retry, in seconds (Standard Webhooks' schedule).
+    backoff_s: list[int] = field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000]
+    )
+    #: Fraction of random jitter added to each delay.
+    jitter: float = 0.1
+    #: Disable a subscription after this many consecutive failed deliveries ...
+    disable_after_failures: int = 20
+    #: ... spread over at least this many seconds.
+    disable_after_s: int = 5 * 24 * 3600
+    #: Hosts or networks (CIDR) allowed even though not globally routable.
+    allow_hosts: list[str] = field(default_factory=list)
+    #: A pending delivery with no job this old is re-enqueued by the retry task.
+    pending_grace_s: int = 300
+    user_agent: str = "erpq-webhooks/0.1"
+
+
+@dataclass
+class MailSettings:
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    from_address: str = "erpq@localhost"
+
+
+@dataclass
+class ConsoleSettings:
+    poll_s: float = 2.0
+    #: action name -> key, overriding the console's defaults.
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    mail: MailSettings = field(default_factory=MailSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    #: Where this came from (for messages) and what relative paths resolve against.
+    source: str = "<defaults>"
+    base_dir: str = "."
+
+    def path(self, p: str) -> Path:
+        """Resolve a path from the config against the config's directory."""
+        path = Path(p)
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def sqlite_path(self, url: str) -> Path | None:
+        """The file of a ``sqlite:///`` URL, resolved; None for other URLs."""
+        if not url.startswith("sqlite:///"):
+            return None
+        return self.path(url[len("sqlite:///"):])
+
+    @property
+    def database_url(self) -> str:
+        p = self.sqlite_path(self.database.url)
+        return f"sqlite:///{p}" if p is not None else self.database.url
+
+
+PACKAGED_DEFAULT = Path(__file__).with_name("default_config.toml")
+
+
+def find_config(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ERPQ_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config.toml")
+    if local.exists():
+        return local
+    return PACKAGED_DEFAULT
+
+
+def load(path: str | os.PathLike | None = None) -> Settings:
+    """Load and validate a config file (see module doc for which one)."""
+    p = find_config(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    base = Path.cwd() if p.resolve() == PACKAGED_DEFAULT.resolve() else p.resolve().parent
+    return from_dict(raw, source=str(p), base_dir=str(base))
+
+
+def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Settings:
+    """Build validated settings from a parsed TOML mapping."""
+    settings = _build(Settings, raw, source, prefix="")
+    settings.source, settings.base_dir = source, base_dir
+    _validate(settings)
+    return settings
+
+
+def _build(cls, raw, source: str, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or '<top>'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", "base_dir")}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"{source}: {prefix}{key}: unknown key (known: {', '.join(sorted(known))})"
+            )
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value, source, f"{prefix}{key}.")
+        else:
+            values[key] = _coerce(value, hint, source, f"{prefix}{key}")
+    return cls(**values)
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+def _coerce(value, hint, source: str, key: str):
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, vt = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a table, got {type(value).__name__}")
+        return {k: _coerce(v, vt, source, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError("unions are not used in settings")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(
+            f"{source}: {key}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _validate(s: Settings) -> None:
+    src = s.source
+
+    def err(key: str, reason: str) -> ConfigError:
+        return ConfigError(f"{src}: {key}: {reason}")
+
+    q = urlsplit(s.queue.url)
+    if q.scheme not in ("sqlite", "redis", "rediss", "unix"):
+        raise err("queue.url", f"unsupported scheme {q.scheme!r} (use sqlite:///file or redis://host:port/db)")
+    if q.scheme == "sqlite" and not s.queue.url.startswith("sqlite:///"):
+        raise err("queue.url", "a SQLite queue URL looks like sqlite:///path/to/queue.db")
+    if q.scheme.startswith("redis") and not q.hostname:
+        raise err("queue.url", "a Redis URL needs a host, e.g. redis://127.0.0.1:6379/0")
+    if s.queue.workers < 1 or s.queue.workers > 64:
+        raise err("queue.workers", "must be between 1 and 64")
+    if not s.queue.name or not s.queue.name.replace("_", "").replace("-", "").isalnum():
+        raise err("queue.name", "use letters, digits, '-' and '_' only")
+
+    d = urlsplit(s.database.url)
+    base_scheme = d.scheme.split("+")[0]
+    if base_scheme not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        raise err("database.url", f"unsupported database {d.scheme!r} (sqlite, postgresql, mysql)")
+    if base_scheme == "sqlite" and not s.database.url.startswith("sqlite:///"):
+        raise err("database.url", "a SQLite URL looks like sqlite:///path/to/erpq.db")
+
+    if s.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise err("log.level", "must be DEBUG, INFO, WARNING or ERROR")
+
+    for key in ("heartbeat_s", "dead_after_s", "shutdown_timeout_s"):
+        if getattr(s.runner, key) <= 0:
+            raise err(f"runner.{key}", "must be positive")
+    if s.runner.dead_after_s < 2 * s.runner.heartbeat_s:
+        raise err("runner.dead_after_s", "must be at least twice runner.heartbeat_s")
+    if s.runner.max_recoveries < 0:
+        raise err("runner.max_recoveries", "must be 0 or more")
+    if not 1 <= s.runner.periodic_check_s <= 60 or 60 % s.runner.periodic_check_s:
+        raise err("runner.periodic_check_s", "must divide 60 (1, 2, 3, 4, 5, 6, 10, ... 60)")
+
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(s.schedule.timezone)
+    except Exception:
+        raise err("schedule.timezone", f"unknown timezone {s.schedule.timezone!r}") from None
+    merged = dict(DEFAULT_SCHEDULE)
+    for name, expr in s.schedule.cron.items():
+        if name not in DEFAULT_SCHEDULE:
+            raise err(f"schedule.cron.{name}", f"unknown periodic task (known: {', '.join(DEFAULT_SCHEDULE)})")
+        if not croniter.is_valid(expr) or len(expr.split()) != 5:
+            raise err(f"schedule.cron.{name}", f"invalid cron expression {expr!r} (five fields: minute hour day month weekday)")
+        merged[name] = expr
+    s.schedule.cron = merged
+    if s.schedule.lock_lease_s < 10:
+        raise err("schedule.lock_lease_s", "must be at least 10 seconds")
+
+    for key, value in dataclasses.asdict(s.retention).items():
+        if value < 0:
+            raise err(f"retention.{key}", "must be 0 or more")
+
+    h = s.health
+    for metric in ("cpu", "memory", "disk", "db_connections", "queue", "failed_per_hour"):
+        warn, crit = getattr(h, f"{metric}_warning"), getattr(h, f"{metric}_critical")
+        if warn < 0 or crit < warn:
+            raise err(f"health.{metric}_critical", f"must be >= health.{metric}_warning ({warn})")
+
+    w = s.webhooks
+    if w.timeout_s <= 0:
+        raise err("webhooks.timeout_s", "must be positive")
+    if not w.backoff_s or any(b < 0 for b in w.backoff_s):
+        raise err("webhooks.backoff_s", "must be a non-empty list of seconds >= 0")
+    if not 0 <= w.jitter <= 1:
+        raise err("webhooks.jitter", "must be between 0 and 1")
+    for i, host in enumerate(w.allow_hosts):
+        try:
+            ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            if not host or "/" in host or " " in host:
+                raise err(f"webhooks.allow_hosts[{i}]", f"not a host name, address or network: {host!r}") from None
+
+    if not 0 < s.mail.smtp_port < 65536:
+        raise err("mail.smtp_port", "must be a TCP port (1-65535)")
+    if s.console.poll_s < 0.2:
+        raise err("console.poll_s", "must be at least 0.2 seconds")
