@@ -1,0 +1,1 @@
+"""erp:check-system-health (filled in below)."""

@@ -1,0 +1,170 @@
+"""Running the work: Huey's consumer with heartbeats, recovery and embedding.
+
+``ErpqConsumer`` is what ``huey_consumer erpq.tasks.huey`` runs (through
+``ErpqHuey.create_consumer``) and what ``erpq queue work`` and the console's
+embedded runner start. Beside Huey's scheduler and workers it runs one
+``Heartbeat`` thread that, every ``runner.heartbeat_s``:
+
+- writes this runner's heartbeat row and renews the leases of its locks;
+- moves the in-flight work of dead runners back to the queue (``recover``);
+- now and then prunes history past its retention.
+
+Embedded (``EmbeddedRunner``) it installs no signal handlers, so it can be
+started and stopped from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from huey.consumer import Consumer
+
+from ..db import session_scope, utcnow
+from ..models import Runner
+from . import locks
+
+if TYPE_CHECKING:
+    from .core import Runtime
+
+log = logging.getLogger("erpq.runner")
+
+PRUNE_EVERY_S = 600
+
+
+class Heartbeat:
+    def __init__(self, runtime: Runtime, workers: int, periodic: bool, kind: str):
+        self.rt = runtime
+        self.workers, self.periodic, self.kind = workers, periodic, kind
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+
+    def register(self) -> None:
+        rt = self.rt
+        with session_scope(rt.Session) as s:
+            s.merge(Runner(id=rt.runner_id, host=socket.gethostname(), pid=os.getpid(),
+                           workers=self.workers, periodic=self.periodic, kind=self.kind,
+                           queue=rt.queue_label, started_at=utcnow(), heartbeat_at=utcnow(),
+                           stopped_at=None, jobs_done=0))
+        register = getattr(rt.huey.storage, "register_runner", None)
+        if register is not None:
+            register()
+
+    def start(self) -> None:
+        self.register()
+        self._safe(self.rt.recover_dead_runners)
+        self._thread = threading.Thread(target=self._loop, name="erpq-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        interval = self.rt.settings.runner.heartbeat_s
+        while not self._stop.wait(interval):
+            self.beat()
+
+    def beat(self) -> None:
+        rt = self.rt
+        self._safe(self._write_heartbeat)
+        self._safe(lambda: locks.renew(rt.Session, rt.runner_id, rt.settings.schedule.lock_lease_s))
+        self._safe(rt.recover_dead_runners)
+        if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
+            self._last_prune = time.monotonic()
+            self._safe(rt.prune)
+
+    def _write_heartbeat(self) -> None:
+        rt = self.rt
+        with session_scope(rt.Session) as s:
+            runner = s.get(Runner, rt.runner_id)
+            if runner is None or runner.stopped_at is not None:
+                # Declared dead by another runner (e.g. after a long stall): come back.
+                s.rollback()
+                self.register()
+                return
+            runner.heartbeat_at = utcnow()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        rt = self.rt
+        self._safe(rt.history.flush)
+        self._safe(lambda: locks.release_all(rt.Session, rt.runner_id))
+
+        def mark_stopped():
+            with session_scope(rt.Session) as s:
+                runner = s.get(Runner, rt.runner_id)
+                if runner is not None:
+                    runner.stopped_at = utcnow()
+
+        self._safe(mark_stopped)
+
+    @staticmethod
+    def _safe(fn) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("runner housekeeping failed: %s", getattr(fn, "__name__", fn))
+
+
+class ErpqConsumer(Consumer):
+    def __init__(self, huey, embedded: bool = False, kind: str = "consumer", **options):
+        self.embedded = embedded
+        options.setdefault("workers", huey.runtime.settings.queue.workers)
+        options.setdefault("max_delay", 1.0)
+        super().__init__(huey, **options)
+        if self.worker_type != "thread":
+            from huey.exceptions import ConfigurationError
+
+            raise ConfigurationError("erpq runs thread workers only: use -k thread")
+        self.heartbeat = Heartbeat(huey.runtime, self.workers, self.periodic, kind)
+
+    def _create_scheduler(self):
+        scheduler = super()._create_scheduler()
+        scheduler.periodic_task_seconds = self.huey.runtime.settings.runner.periodic_check_s
+        return scheduler
+
+    def start(self):
+        self.heartbeat.start()
+        super().start()
+
+    def _set_signal_handlers(self):
+        if not self.embedded:
+            super()._set_signal_handlers()
+
+    def stop(self, graceful=False):
+        super().stop(graceful=graceful)
+        self.heartbeat.stop()
+
+
+class EmbeddedRunner:
+    """Scheduler and workers inside another process; start/stop from any thread."""
+
+    def __init__(self, runtime: Runtime, workers: int | None = None, periodic: bool = True):
+        self.rt = runtime
+        self.workers = workers or runtime.settings.queue.workers
+        self.periodic = periodic
+        self.consumer: ErpqConsumer | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.consumer is not None
+
+    def start(self) -> None:
+        if self.consumer is not None:
+            return
+        self.consumer = self.rt.huey.create_consumer(
+            workers=self.workers, periodic=self.periodic, worker_type="thread",
+            embedded=True, kind="embedded", check_worker_health=False,
+            shutdown_timeout=self.rt.settings.runner.shutdown_timeout_s,
+        )
+        self.consumer.start()
+
+    def stop(self) -> None:
+        """Stop taking work, wait for running jobs (up to runner.shutdown_timeout_s)."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.stop(graceful=True)

@@ -1,0 +1,310 @@
+"""Huey storages that remember what a worker has taken (the reliable-queue pattern).
+
+Plain Huey deletes a task from its store when a worker takes it, so a worker
+killed mid-task loses it. These storages move the task, in the same atomic
+step, into an in-flight area owned by the taking runner, and drop it from
+there only after the task has finished (or been re-queued for a retry):
+
+- SQLite: the ``task`` row is deleted and an ``erpq_inflight`` row inserted in
+  one exclusive transaction.
+- Redis: ``LMOVE``/``BLMOVE`` from the queue list to a per-runner in-flight list.
+
+Releasing is deferred to the worker's next dequeue, where it rides in the same
+transaction (SQLite) or pipeline (Redis), so tracking costs no extra fsync or
+round trip per job. A runner that stops heart-beating has its in-flight tasks
+moved back to the queue by ``recover``.
+
+Both add paged reads (``enqueued_page``, ``scheduled_page``, ``inflight_page``)
+that Huey's storages lack, so the console never loads a whole queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from huey.storage import RedisStorage, SqliteStorage
+
+#: A claim is (claim key, runner id, claimed_at epoch or None, serialized task).
+Claim = tuple[object, str, float | None, bytes]
+#: Given a claimed task's data: the data to put back on the queue, or None to abandon it.
+Transform = Callable[[bytes], bytes | None]
+
+
+class _ClaimState(threading.local):
+    claim: object = None  # the claim of the task being executed by this thread
+    release: object = None  # a finished claim, dropped at the next dequeue
+
+
+class ReliableSqliteStorage(SqliteStorage):
+    table_inflight = (
+        "create table if not exists erpq_inflight ("
+        "id integer not null primary key, queue text not null, runner text not null, "
+        "claimed_at real not null, data blob not null)"
+    )
+    index_inflight = (
+        "create index if not exists erpq_inflight_queue_runner on erpq_inflight (queue, runner)"
+    )
+    ddl = SqliteStorage.ddl + [table_inflight, index_inflight]
+
+    def __init__(self, *args, runner_id: str = "", **kwargs):
+        self.runner_id = runner_id
+        self._claims = _ClaimState()
+        super().__init__(*args, **kwargs)
+
+    # -- taking and releasing work
+    def dequeue(self):
+        release, self._claims.release = self._claims.release, None
+        if not self.sql("select 1 from task where queue = ? limit 1", (self.name,), results=True):
+            if release is not None:
+                self.sql("delete from erpq_inflight where id = ?", (release,), commit=True)
+            return None
+        with self.db(commit=True) as curs:
+            if release is not None:
+                curs.execute("delete from erpq_inflight where id = ?", (release,))
+            curs.execute(
+                "select id, data from task where queue = ? order by priority desc, id limit 1",
+                (self.name,),
+            )
+            row = curs.fetchone()
+            if row is None:
+                return None
+            tid, data = row
+            curs.execute("delete from task where id = ?", (tid,))
+            curs.execute(
+                "insert into erpq_inflight (queue, runner, claimed_at, data) values (?, ?, ?, ?)",
+                (self.name, self.runner_id, time.time(), data),
+            )
+            self._claims.claim = curs.lastrowid
+            return data
+
+    def finish_claim(self) -> None:
+        """The current task is done: release its claim with the next dequeue."""
+        claim, self._claims.claim = self._claims.claim, None
+        if claim is not None:
+            if self._claims.release is not None:
+                self.release_pending()
+            self._claims.release = claim
+
+    def drop_claim(self) -> None:
+        """Forget the current claim without releasing it (the task did not finish)."""
+        self._claims.claim = None
+
+    def release_pending(self) -> None:
+        release, self._claims.release = self._claims.release, None
+        if release is not None:
+            self.sql("delete from erpq_inflight where id = ?", (release,), commit=True)
+
+    # -- in-flight introspection and recovery
+    def inflight_count(self) -> int:
+        return self.sql(
+            "select count(*) from erpq_inflight where queue = ?", (self.name,), results=True
+        )[0][0]
+
+    def inflight_page(self, offset: int = 0, limit: int = 50) -> list[Claim]:
+        return [
+            (cid, runner, ts, bytes(data))
+            for cid, runner, ts, data in self.sql(
+                "select id, runner, claimed_at, data from erpq_inflight where queue = ? "
+                "order by id limit ? offset ?",
+                (self.name, limit, offset),
+                results=True,
+            )
+        ]
+
+    def inflight_runners(self) -> dict[str, float]:
+        """Runner id -> oldest claim time, for every runner holding work."""
+        return dict(
+            self.sql(
+                "select runner, min(claimed_at) from erpq_inflight where queue = ? group by runner",
+                (self.name,),
+                results=True,
+            )
+        )
+
+    def inflight_of(self, runner: str) -> list[Claim]:
+        return [
+            (cid, runner, ts, bytes(data))
+            for cid, ts, data in self.sql(
+                "select id, claimed_at, data from erpq_inflight where queue = ? and runner = ? order by id",
+                (self.name, runner),
+                results=True,
+            )
+        ]
+
+    def requeue_claims(self, claims: list[tuple[object, bytes | None]], runner: str | None = None) -> int:
+        """Atomically drop the given claims and put each non-None data back on the queue.
+
+        A claim already gone (another reaper got it) is skipped with its data.
+        Returns how many claims this call took.
+        """
+        taken = 0
+        with self.db(commit=True) as curs:
+            for cid, data in claims:
+                curs.execute("delete from erpq_inflight where id = ?", (cid,))
+                if curs.rowcount != 1:
+                    continue
+                taken += 1
+                if data is not None:
+                    # Priority 1: recovered work goes ahead of new work.
+                    curs.execute(
+                        "insert into task (queue, data, priority) values (?, ?, 1)",
+                        (self.name, self.to_blob(data)),
+                    )
+        return taken
+
+    # -- paged reads and removal by position
+    def enqueued_page(self, offset: int = 0, limit: int = 50) -> list[tuple[object, bytes]]:
+        return [
+            (tid, bytes(data))
+            for tid, data in self.sql(
+                "select id, data from task where queue = ? order by priority desc, id limit ? offset ?",
+                (self.name, limit, offset),
+                results=True,
+            )
+        ]
+
+    def scheduled_page(self, offset: int = 0, limit: int = 50) -> list[tuple[object, bytes, float]]:
+        return [
+            (sid, bytes(data), ts)
+            for sid, data, ts in self.sql(
+                "select id, data, timestamp from schedule where queue = ? order by timestamp, id "
+                "limit ? offset ?",
+                (self.name, limit, offset),
+                results=True,
+            )
+        ]
+
+    def remove_enqueued(self, key: object) -> bool:
+        with self.db(commit=True) as curs:
+            curs.execute("delete from task where id = ? and queue = ?", (key, self.name))
+            return curs.rowcount == 1
+
+    def remove_scheduled(self, key: object) -> bool:
+        with self.db(commit=True) as curs:
+            curs.execute("delete from schedule where id = ? and queue = ?", (key, self.name))
+            return curs.rowcount == 1
+
+    def flush_all(self):
+        super().flush_all()
+        self.sql("delete from erpq_inflight where queue = ?", (self.name,), commit=True)
+
+
+# Drop one claimed item; if it was there, push its replacement (if any) to the
+# consuming end of the queue. Atomic, so two reapers can never both requeue it.
+_REQUEUE_LUA = """
+if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then
+  if ARGV[2] ~= '' then redis.call('rpush', KEYS[2], ARGV[2]) end
+  return 1
+end
+return 0
+"""
+
+
+class ReliableRedisStorage(RedisStorage):
+    def __init__(self, *args, runner_id: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runner_id = runner_id
+        self._claims = _ClaimState()
+        self.runners_key = f"huey.erpq.runners.{self.name}"
+        self._requeue = self.conn.register_script(_REQUEUE_LUA)
+
+    def inflight_key(self, runner: str | None = None) -> str:
+        return f"huey.erpq.inflight.{self.name}.{runner or self.runner_id}"
+
+    def register_runner(self) -> None:
+        self.conn.sadd(self.runners_key, self.runner_id)
+
+    def dequeue(self):
+        release, self._claims.release = self._claims.release, None
+        key = self.inflight_key()
+        pipe = self.conn.pipeline(transaction=False)
+        if release is not None:
+            pipe.lrem(key, 1, release)
+        pipe.lmove(self.queue_key, key, "RIGHT", "LEFT")
+        data = pipe.execute()[-1]
+        if data is None and self.blocking:
+            try:
+                data = self.conn.blmove(self.queue_key, key, self.read_timeout, "RIGHT", "LEFT")
+            except TimeoutError:
+                data = None
+        if data is not None:
+            self._claims.claim = data
+        return data
+
+    def finish_claim(self) -> None:
+        claim, self._claims.claim = self._claims.claim, None
+        if claim is not None:
+            if self._claims.release is not None:
+                self.release_pending()
+            self._claims.release = claim
+
+    def drop_claim(self) -> None:
+        self._claims.claim = None
+
+    def release_pending(self) -> None:
+        release, self._claims.release = self._claims.release, None
+        if release is not None:
+            self.conn.lrem(self.inflight_key(), 1, release)
+
+    def inflight_runners(self) -> dict[str, float | None]:
+        runners = {}
+        for raw in self.conn.smembers(self.runners_key):
+            runner = raw.decode()
+            if self.conn.llen(self.inflight_key(runner)):
+                runners[runner] = None
+        return runners
+
+    def inflight_count(self) -> int:
+        pipe = self.conn.pipeline(transaction=False)
+        members = [m.decode() for m in self.conn.smembers(self.runners_key)]
+        for runner in members:
+            pipe.llen(self.inflight_key(runner))
+        return sum(pipe.execute()) if members else 0
+
+    def inflight_of(self, runner: str) -> list[Claim]:
+        items = self.conn.lrange(self.inflight_key(runner), 0, -1)
+        return [(data, runner, None, data) for data in reversed(items)]
+
+    def inflight_page(self, offset: int = 0, limit: int = 50) -> list[Claim]:
+        claims: list[Claim] = []
+        for raw in sorted(self.conn.smembers(self.runners_key)):
+            claims.extend(self.inflight_of(raw.decode()))
+            if len(claims) >= offset + limit:
+                break
+        return claims[offset: offset + limit]
+
+    def requeue_claims(self, claims: list[tuple[object, bytes | None]], runner: str | None = None) -> int:
+        """Drop each claimed item from the runner's in-flight list and push the
+        replacement data (if any) to the consuming end of the queue, atomically per item."""
+        taken = 0
+        key = self.inflight_key(runner)
+        for original, data in claims:
+            taken += self._requeue(keys=[key, self.queue_key], args=[original, data or b""])
+        if runner and not self.conn.llen(key):
+            self.conn.srem(self.runners_key, runner)
+        return taken
+
+    def enqueued_page(self, offset: int = 0, limit: int = 50) -> list[tuple[object, bytes]]:
+        # The queue is consumed from the right: the next task is at index -1.
+        end = -1 - offset
+        start = end - limit + 1
+        items = self.conn.lrange(self.queue_key, start, end)
+        return [(data, data) for data in reversed(items)]
+
+    def scheduled_page(self, offset: int = 0, limit: int = 50) -> list[tuple[object, bytes, float]]:
+        items = self.conn.zrange(self.schedule_key, offset, offset + limit - 1, withscores=True)
+        return [(data, data, score) for data, score in items]
+
+    def remove_enqueued(self, key: object) -> bool:
+        return bool(self.conn.lrem(self.queue_key, 1, key))
+
+    def remove_scheduled(self, key: object) -> bool:
+        return bool(self.conn.zrem(self.schedule_key, key))
+
+    def flush_all(self):
+        super().flush_all()
+        for raw in self.conn.smembers(self.runners_key):
+            self.conn.delete(self.inflight_key(raw.decode()))
+        self.conn.delete(self.runners_key)
