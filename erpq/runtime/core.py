@@ -137,8 +137,7 @@ class Runtime:
         try:
             yield s
         finally:
-            s.rollback()
-            s.close()
+            s.close()  # not rollback(): that would expire the rows handed out
 
     # ------------------------------------------------------------ enqueueing
     def task_wrapper(self, name: str):
@@ -166,7 +165,10 @@ class Runtime:
                                       delay, utc=True)
         task.erpq = {k: v for k, v in {"tenant_id": tenant_id, "batch_id": batch_id,
                                        "trigger": trigger, **(meta or {})}.items() if v is not None}
-        self.huey.enqueue(task)
+        if task.eta is not None:
+            self.huey.add_schedule(task)  # straight to the schedule, not via a worker
+        else:
+            self.huey.enqueue(task)
         return task.id
 
     def trigger_periodic(self, name: str, trigger: str = "manual") -> str:
