@@ -30,6 +30,7 @@ from ..config import DEFAULT_SCHEDULE
 #: Modules holding jobs and periodic tasks; each capability adds itself here.
 CAPABILITY_MODULES: tuple[str, ...] = (
     "erpq.health",
+    "erpq.webhooks",
 )
 
 
