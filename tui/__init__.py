@@ -1,0 +1,1 @@
+"""erpq-console: the Textual operations console. It talks to ``erpq.ops`` only."""

@@ -1,0 +1,472 @@
+"""erpq-console: the operations console (Textual).
+
+By default it runs an embedded runner (scheduler + workers) in this process, so
+on the SQLite default one command runs the whole system; ``--attach`` only
+watches a runner started elsewhere. ``--read-only`` refuses every action.
+
+Every read runs in a thread worker and reaches the screen through
+``call_from_thread``: the event loop never waits on the database or the queue.
+Only the visible view is polled (every ``console.poll_s``), and tables are
+updated by row key, so an idle console writes next to nothing to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from .views import VIEWS, View
+from .widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
+from .widgets.line import Line
+from .widgets.palette import ConsoleCommands
+
+Clock = Callable[[], dt.datetime]
+
+APP_BINDINGS = [
+    Binding("question_mark", "help", "Help", id="app.help"),
+    Binding("q", "quit", "Quit", id="app.quit"),
+    Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
+    Binding("u", "undo", "Undo", show=False, id="app.undo"),
+    Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
+    *[Binding(str(i + 1), f"show_view('{v.KEY}')", v.TITLE, show=False, id=f"app.view.{v.KEY}")
+      for i, v in enumerate(VIEWS)],
+]
+
+
+def binding_ids() -> set[str]:
+    """Every action name a ``[console.keys]`` entry may rebind."""
+    ids = {b.id for b in APP_BINDINGS if b.id}
+    for view in [View, *VIEWS]:
+        ids |= {b.id for b in view.BINDINGS if isinstance(b, Binding) and b.id}
+    return ids
+
+
+@dataclass
+class UndoEntry:
+    label: str
+    restore: dict  # keyword arguments of ops.restore
+    at: float  # time.monotonic() when done
+
+
+class ErpqConsole(App):
+    """The console. ``ops`` is an ``erpq.ops.Ops`` (or a stand-in with the same
+    read methods, in tests); ``clock`` fixes "now" for snapshots."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "erpq"
+    BINDINGS: ClassVar = APP_BINDINGS
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, ops: Any, settings: Any, *, mode: str = "attached", clock: Clock | None = None,
+                 poll: bool = True, install_signals: bool = False) -> None:
+        super().__init__()
+        self.ops = ops
+        self.settings = settings
+        self.mode = mode
+        self.clock = clock
+        self.polling_enabled = poll
+        self.install_signals = install_signals
+        self.tz = settings.schedule.timezone
+        self.undo_minutes = settings.retention.undo_minutes
+        self.counts: dict[str, int] = {}
+        self.messages: list[str] = []
+        self.undo_stack: list[UndoEntry] = []
+        self.polls = 0
+        self.first_screen_at: float | None = None
+        self.exit_requested = False
+        self.startup_messages: list[str] = []
+        self._polling = False
+        self._poll_again = False
+
+    # ------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Line(id="status")
+        with TabbedContent(id="tabs", initial=VIEWS[0].KEY):
+            for i, view in enumerate(VIEWS):
+                with TabPane(f"{i + 1} {view.TITLE}", id=view.KEY):
+                    yield view(id=f"view-{view.KEY}")
+        yield Line(id="message")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        if self.settings.console.keys:
+            self.set_keymap(dict(self.settings.console.keys))
+        if self.ops.read_only:
+            self.query_one("#status", Line).add_class("readonly")
+        self._draw_status()
+        if self.install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self.exit)
+            if self.exit_requested:
+                self.exit()
+        for text in self.startup_messages:
+            self.message(text, error=True)
+        if self.polling_enabled:
+            self.set_interval(self.settings.console.poll_s, self.poll_now)
+            self.set_interval(1.0, self._tick)
+        self.call_after_refresh(self.active_view.focus_main)
+        self.poll_now()
+
+    def now(self) -> dt.datetime:
+        return self.clock() if self.clock else dt.datetime.now(dt.UTC)
+
+    @property
+    def active_view(self) -> View:
+        key = self.query_one(TabbedContent).active or VIEWS[0].KEY
+        return self.query_one(f"#view-{key}", View)
+
+    def view(self, key: str) -> View:
+        return self.query_one(f"#view-{key}", View)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.active_view.focus_main()
+        self.poll_now()
+
+    # ------------------------------------------------------------ polling
+    def poll_now(self) -> None:
+        """Read the visible view (and the counts) in a thread; one poll at a time."""
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling = True
+        self._poll_again = False
+        self._poll_worker(self.active_view)
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll_worker(self, view: View) -> None:
+        try:
+            counts = self.ops.queue_counts()
+            data, error = view.fetch(self.ops), None
+        except Exception as exc:  # a database or queue outage: show it, keep polling
+            counts, data, error = None, None, exc
+        try:
+            self.call_from_thread(self._apply, view, counts, data, error)
+        except RuntimeError:  # the app is shutting down
+            pass
+
+    def _apply(self, view: View, counts: dict | None, data: Any, error: Exception | None) -> None:
+        self._polling = False
+        self.polls += 1
+        if error is not None:
+            self.message(f"reading failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                         error=True, toast=False)
+        else:
+            if counts is not None:
+                self.counts = counts
+                self._draw_status()
+            view.show(data)
+            if self.first_screen_at is None:
+                self.first_screen_at = time.perf_counter()
+        if self._poll_again:
+            self.poll_now()
+
+    def _tick(self) -> None:
+        self.active_view.tick()
+
+    def _draw_status(self) -> None:
+        c = self.counts
+        text = (f" erpq │ {self.mode} │ pending {c.get('pending', 0):,} · sched {c.get('scheduled', 0):,}"
+                f" · running {c.get('running', 0):,} · failed {c.get('failed', 0):,}")
+        if self.ops.read_only:
+            text += " │ READ-ONLY"
+        self.query_one("#status", Line).set(text)
+
+    # ------------------------------------------------------------ messages
+    def message(self, text: str, error: bool = False, toast: bool = True) -> None:
+        """Show an outcome on the message line (and as a notification)."""
+        self.messages.append(text)
+        line = self.query_one("#message", Line)
+        line.set(text)
+        line.set_class(error, "error")
+        if toast:
+            self.notify(text, severity="error" if error else "information", timeout=6)
+
+    # ------------------------------------------------------------ actions
+    def perform(self, title: str, call: Callable[[Any], Any], *, confirm: str | None = None,
+                typed: str | None = None, done: Callable[[Any], str] | None = None,
+                undo: Callable[[Any], tuple[str, dict]] | None = None) -> None:
+        """Run an action (after a confirmation, if given) in a thread worker.
+
+        In read-only mode there is nothing to confirm: ``ops`` refuses the
+        action with a message naming the equivalent command, which is shown.
+        """
+        def go(ok: bool | None = True) -> None:
+            if ok:
+                self._action_worker(title, call, done, undo)
+            else:
+                self.message(f"{title}: not confirmed, nothing done", toast=False)
+
+        if self.ops.read_only or not (confirm or typed):
+            go()
+        elif typed:
+            self.push_screen(TypedConfirmScreen(confirm or title, typed), go)
+        else:
+            self.push_screen(ConfirmScreen(confirm or title), go)
+
+    def perform_counted(self, title: str, *, count: Callable[[Any], int], question: Callable[[int], str],
+                        call: Callable[[Any], Any], done: Callable[[Any], str]) -> None:
+        """Count what an action would touch (in a thread), then confirm with the count."""
+        if self.ops.read_only:
+            self.perform(title, call, done=done)
+            return
+
+        def counted(n: int) -> None:
+            if n == 0:
+                self.message(f"{title}: nothing matches", toast=False)
+            else:
+                self.perform(title, call, confirm=question(n), done=done)
+
+        self._read_worker(count, counted)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _read_worker(self, read: Callable[[Any], Any], then: Callable[[Any], None]) -> None:
+        try:
+            result = read(self.ops)
+        except Exception as exc:
+            self.call_from_thread(self.message, _one_line(exc), error=True)
+            return
+        self.call_from_thread(then, result)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _action_worker(self, title: str, call: Callable[[Any], Any], done: Callable[[Any], str] | None,
+                       undo: Callable[[Any], tuple[str, dict]] | None) -> None:
+        take = getattr(self.ops, "take_command", lambda: None)
+        take()
+        try:
+            result = call(self.ops)
+        except Exception as exc:
+            take()
+            self.call_from_thread(self.message, _one_line(exc), error=True)
+            self.call_from_thread(self.poll_now)
+            return
+        command = take()
+        text = done(result) if done else f"{title}: done"
+        if command:
+            text += f"   $ {command}"
+
+        def finish() -> None:
+            if undo is not None:
+                label, restore = undo(result)
+                self.undo_stack.append(UndoEntry(label, restore, time.monotonic()))
+            self.message(text)
+            self.poll_now()
+
+        self.call_from_thread(finish)
+
+    def action_undo(self) -> None:
+        """Restore what the last forget or flush hid (within retention.undo_minutes)."""
+        if not self.undo_stack:
+            self.message("nothing to undo", toast=False)
+            return
+        entry = self.undo_stack[-1]
+        if time.monotonic() - entry.at > self.undo_minutes * 60:
+            self.undo_stack.clear()
+            self.message(f"too late to undo {entry.label} (kept for {self.undo_minutes} minutes)", error=True)
+            return
+        self.undo_stack.pop()
+        self.perform(f"undo {entry.label}", lambda ops: ops.restore(**entry.restore),
+                     done=lambda n: f"undid {entry.label}: {n:,} failed jobs restored")
+
+    def show_detail(self, fetch: Callable[[Any], tuple[str, str] | None]) -> None:
+        self._read_worker(fetch, lambda res: res and self.push_screen(TextScreen(*res)))
+
+    # ------------------------------------------------------------ keys
+    def action_show_view(self, key: str) -> None:
+        self.query_one(TabbedContent).active = key
+
+    def action_refresh(self) -> None:
+        self.poll_now()
+
+    def action_help(self) -> None:
+        self.push_screen(TextScreen("erpq-console — keys", self.help_text()))
+
+    def key_label(self, binding: Binding) -> str:
+        keys = self._keymap.get(binding.id, binding.key) if binding.id else binding.key
+        return ", ".join(self.get_key_display(Binding(k.strip(), "")) for k in keys.split(","))
+
+    def help_text(self) -> str:
+        lines = ["Everywhere", ""]
+        for b in APP_BINDINGS:
+            lines.append(f"  {self.key_label(b):<12} {b.description}")
+        lines += ["  ctrl+p       Command palette (every action by name)",
+                  "  Tab          Next table / widget", ""]
+        for view in [View, *VIEWS]:
+            lines.append("In every list" if view is View else f"{view.TITLE} view")
+            if view.__doc__:
+                lines.append("  " + view.__doc__.strip().splitlines()[0])
+            for b in view.BINDINGS:
+                if isinstance(b, Binding) and (view is View or b not in View.BINDINGS):
+                    lines.append(f"  {self.key_label(b):<12} {b.description}")
+            if view is View:
+                lines.append("  Enter        Detail (arguments, traceback, history); Esc goes back")
+            lines.append("")
+        lines += [
+            "Notes",
+            "  Destructive actions ask first; flush asks you to type 'flush'.",
+            f"  Forget and flush can be undone with u for {self.undo_minutes} minutes.",
+            "  Every action shows its equivalent 'erpq' command and is written to the",
+            "  audit log with your OS user and SSH client address.",
+            "  Keys can be changed in config.toml under [console.keys], e.g.",
+            '    [console.keys]',
+            '    "schedule.trigger" = "T"',
+            f"  Times are shown in {self.tz}.",
+        ]
+        return "\n".join(lines)
+
+    def palette_commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        cmds: list[tuple[str, Callable[[], Any], str]] = []
+        for v in VIEWS:
+            cmds.append((f"Show {v.TITLE}", lambda k=v.KEY: self.action_show_view(k), f"switch to the {v.TITLE} view"))
+        sched = self.view("schedule")
+        for e in getattr(sched, "entries", []):
+            cmds.append((f"Run now: {e.name}", lambda n=e.name: self.perform(
+                f"run {n} now", lambda ops: ops.trigger(n), done=lambda tid, n=n: f"{n} enqueued as {tid[:8]}"),
+                "trigger this periodic task now"))
+            verb = "Resume" if e.paused else "Pause"
+            cmds.append((f"{verb}: {e.name}", lambda n=e.name, p=e.paused: self.perform(
+                f"{'resume' if p else 'pause'} {n}", (lambda ops: ops.resume(n)) if p else (lambda ops: ops.pause(n)),
+                done=lambda _: f"{n} {'resumed' if p else 'paused'}"), f"{verb.lower()} this periodic task"))
+        failed = self.view("failed")
+        cmds += [
+            ("Retry all failed jobs (matching the filter)", failed.action_retry_all, "asks first, with the count"),
+            ("Flush failed jobs", failed.action_flush, "asks you to type 'flush'; undo with u"),
+            ("Undo last forget/flush", self.action_undo, "restore what was hidden"),
+            ("Toggle failure clusters", lambda: (self.action_show_view("failed"), failed.action_clusters()),
+             "group failed jobs by task, exception and message"),
+            ("Help: keys", self.action_help, "the help screen"),
+            ("Quit", self.exit, "quit (stops the embedded runner cleanly)"),
+        ]
+        return cmds
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    from erpq.ops import OpsError
+
+    if isinstance(exc, OpsError):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+# ====================================================================== entry point
+
+
+def quiet_logging() -> None:
+    """Keep every log line off the terminal the console draws on.
+
+    erpq's and Huey's lines go to the configured log file (the runtime adds
+    those handlers); what would otherwise reach ``logging.lastResort`` (stderr)
+    is dropped, and Python warnings are routed through logging.
+    """
+    for name in ("", "huey"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+    logging.getLogger("huey").propagate = False
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            logging.getLogger().removeHandler(handler)
+    logging.captureWarnings(True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="erpq-console", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="config file (default: $ERPQ_CONFIG or ./config.toml)")
+    p.add_argument("--attach", action="store_true",
+                   help="only watch a runner started elsewhere (no embedded scheduler/workers)")
+    p.add_argument("--read-only", action="store_true", help="refuse every action")
+    return p.parse_args(argv)
+
+
+def _err(text: str) -> None:
+    try:
+        print(f"erpq-console: {text}", file=sys.stderr, flush=True)
+    except OSError:  # the terminal is gone (SSH dropped)
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from erpq.config import ConfigError, load
+    from erpq.ops import Actor
+    from erpq.runtime import EmbeddedRunner, Runtime, set_current
+
+    from .client import ConsoleOps
+
+    args = parse_args(argv)
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    unknown = sorted(set(settings.console.keys) - binding_ids())
+    if unknown:
+        _err(f"{settings.source}: console.keys: unknown action(s) {', '.join(unknown)} "
+             f"(known: {', '.join(sorted(binding_ids()))})")
+        return 2
+    try:
+        rt = Runtime(settings)
+    except Exception as exc:
+        _err(_one_line(exc))
+        return 2
+    set_current(rt)
+    quiet_logging()
+    ops = ConsoleOps(rt, Actor.detect("console"), read_only=args.read_only)
+    runner = None if args.attach else EmbeddedRunner(rt)
+    mode = "attached" if args.attach else "embedded runner"
+    app = ErpqConsole(ops, settings, mode=mode, install_signals=True)
+
+    def early_signal(signum, frame) -> None:  # before the event loop takes over
+        app.exit_requested = True
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, early_signal)
+
+    starter: threading.Thread | None = None
+    if runner is not None:
+        def start() -> None:
+            try:
+                runner.start()
+            except Exception as exc:
+                text = f"embedded runner failed to start: {_one_line(exc)}"
+                app.startup_messages.append(text)
+                try:
+                    app.call_from_thread(app.message, text, True)
+                except RuntimeError:  # not running yet: on_mount shows it
+                    pass
+
+        starter = threading.Thread(target=start, name="erpq-runner-start", daemon=True)
+        starter.start()
+    try:
+        app.run()
+    finally:
+        # Ignore further hangups while we stop cleanly (the terminal may be gone).
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        if starter is not None:
+            starter.join()
+        if runner is not None and runner.running:
+            _err("stopping the embedded runner (waiting for running jobs)…")
+            runner.stop()
+        set_current(None)
+        rt.close()
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

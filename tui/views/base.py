@@ -1,0 +1,157 @@
+"""What every view shares: a header line, a filter box, paging, an info line.
+
+A view reads in ``fetch`` (called in a thread worker, may block on I/O) and
+draws in ``show`` (called on the event loop with what ``fetch`` returned).
+``tick`` runs every second on the event loop for clocks that move without a
+poll (countdowns); it must only touch cells whose text changed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input
+
+from ..widgets.keyed_table import KeyedTable
+from ..widgets.line import Line
+
+if TYPE_CHECKING:
+    from ..app import ErpqConsole
+
+
+class View(Vertical):
+    """Base of the views; subclasses define ``COLUMNS``, ``fetch`` and ``show``."""
+
+    TITLE: ClassVar[str] = ""
+    KEY: ClassVar[str] = ""
+    COLUMNS: ClassVar[list[tuple[str, str, int | None]]] = []
+    PAGED: ClassVar[bool] = False
+    PAGE_SIZE: ClassVar[int] = 100
+
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="view.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="view.clear_filter"),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False, id="view.next_page"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", show=False, id="view.prev_page"),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.filter_text = ""
+        self.page_offset = 0
+        self.total = 0
+
+    @property
+    def console(self) -> ErpqConsole:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Line(id="head", classes="head")
+        yield from self.compose_body()
+        yield Line(id="info", classes="info")
+        yield Input(placeholder="filter (Enter applies, Esc clears)", id="filter", classes="filter")
+
+    def compose_body(self) -> ComposeResult:
+        yield KeyedTable(self.COLUMNS, id="table")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one("#table", KeyedTable)
+
+    def focus_main(self) -> None:
+        self.table.focus()
+
+    # ------------------------------------------------------------ data
+    def fetch(self, ops: Any) -> Any:  # thread
+        raise NotImplementedError
+
+    def show(self, data: Any) -> None:  # event loop
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        pass
+
+    def describe(self, record: Any) -> str:
+        """The info line for the selected record."""
+        return ""
+
+    def detail(self, ops: Any, record: Any) -> tuple[str, str] | None:  # thread
+        """Title and body of the detail screen for a record."""
+        return None
+
+    def head(self, text: str) -> None:
+        if self.filter_text:
+            text += f"   filter: {self.filter_text!r}"
+        self.query_one("#head", Line).set(text)
+
+    def page_text(self, shown: int) -> str:
+        if not self.total:
+            return "none"
+        if self.page_offset == 0 and shown >= self.total:
+            return f"{self.total:,}"
+        return f"{self.page_offset + 1:,}–{self.page_offset + shown:,} of {self.total:,} ([ ] pages)"
+
+    def refresh_info(self) -> None:
+        record = self.table.selected_record if self.table.row_count else None
+        self.query_one("#info", Line).set(self.describe(record) if record is not None else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_info()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    # ------------------------------------------------------------ actions
+    def selected(self) -> Any:
+        return self.table.selected_record
+
+    def action_detail(self) -> None:
+        record = self.selected()
+        if record is None:
+            return
+        self.console.show_detail(lambda ops: self.detail(ops, record))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = self.filter_text
+        box.add_class("shown")
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "filter":
+            return
+        event.stop()
+        self.set_filter(event.value.strip())
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self.page_offset = 0
+        box = self.query_one("#filter", Input)
+        box.remove_class("shown")
+        self.focus_main()
+        self.console.poll_now()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_class("shown") or self.filter_text:
+            box.value = ""
+            self.set_filter("")
+
+    def action_page(self, step: int) -> None:
+        if not self.PAGED:
+            return
+        new = max(0, self.page_offset + step * self.PAGE_SIZE)
+        if new >= max(self.total, 1):
+            return
+        if new != self.page_offset:
+            self.page_offset = new
+            self.console.poll_now()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "page" and not self.PAGED:
+            return False
+        return True

@@ -1,0 +1,83 @@
+"""Health: gauges against thresholds, sparklines of recent readings, tenants."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from ..fmt import clock, status_text
+from ..widgets.gauge import Gauge
+from ..widgets.keyed_table import KeyedTable
+from .base import View
+
+#: (threshold key, label, unit, reading -> value)
+METRICS: list[tuple[str, str, str, Any]] = [
+    ("cpu", "CPU", "%", lambda h: h.cpu_percent),
+    ("memory", "Memory", "%", lambda h: h.memory_percent),
+    ("disk", "Disk", "%", lambda h: h.disk_percent),
+    ("db_connections", "DB conns", "", lambda h: h.db_connections),
+    ("queue", "Queue size", "", lambda h: h.queue_pending + h.queue_scheduled),
+    ("failed_per_hour", "Failed/hour", "", lambda h: h.failed_last_hour),
+]
+
+
+class HealthView(View):
+    """Host gauges with thresholds and history; one row per tenant."""
+
+    TITLE = "Health"
+    KEY = "health"
+    COLUMNS = [("tenant", "Tenant", 16), ("status", "Status", 8), ("pending", "Pending", 8),
+               ("scheduled", "Sched", 7), ("failed", "Fail/h", 7), ("checked", "Checked", None)]
+
+    BINDINGS = [
+        Binding("c", "check", "Check now", id="health.check"),
+        Binding("enter", "detail", "Detail", show=False, id="health.detail"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        for key, label, unit, _ in METRICS:
+            yield Gauge(label, unit, id=f"gauge-{key}", classes="gauge")
+        yield KeyedTable(self.COLUMNS, id="table")
+
+    def fetch(self, ops: Any) -> Any:
+        return ops.health_latest(), ops.health_history(None, 40), ops.health_thresholds()
+
+    def show(self, data: Any) -> None:
+        latest, history, thresholds = data
+        host = next((h for h in latest if h.tenant_id is None), None)
+        for key, _label, _unit, get in METRICS:
+            warn, crit = thresholds[key]
+            value = get(host) if host is not None else None
+            self.query_one(f"#gauge-{key}", Gauge).show(value, warn, crit, [get(h) for h in history])
+        tz, now = self.console.tz, self.console.now()
+        if host is None:
+            self.head("no readings yet (erp:check-system-health writes them; c checks now)")
+        else:
+            self.head(f"host {host.status.upper()} at {clock(host.checked_at, tz, now)} · "
+                      f"{len(latest) - 1} tenants · {len(history)} readings in history")
+        f = self.filter_text.lower()
+        tenants = [h for h in latest if h.tenant_id is not None and (not f or f in h.tenant.lower())]
+        rows = [(str(h.tenant_id), [h.tenant, status_text(h.status), f"{h.queue_pending:,}",
+                                    f"{h.queue_scheduled:,}", f"{h.failed_last_hour:,}",
+                                    clock(h.checked_at, tz, now)]) for h in tenants]
+        self.table.sync(rows, {str(h.tenant_id): h for h in tenants})
+        self.refresh_info()
+
+    def describe(self, h: Any) -> str:
+        return f"{h.tenant}: {h.status} · queue {h.queue_pending} pending {h.queue_scheduled} scheduled · " \
+               f"{h.failed_last_hour} failed in the last hour"
+
+    def detail(self, ops: Any, h: Any) -> tuple[str, str]:
+        hist = ops.health_history(h.tenant_id, 30)
+        lines = [json.dumps(h.to_dict(), indent=2, default=str), "", "Recent readings:"]
+        tz = self.console.tz
+        lines += [f"  {clock(r.checked_at, tz)}  {r.status:<8} pending {r.queue_pending:<6} "
+                  f"failed/h {r.failed_last_hour}" for r in reversed(hist)]
+        return f"health of {h.tenant}", "\n".join(lines)
+
+    def action_check(self) -> None:
+        self.console.perform("check health now", lambda ops: ops.check_health(),
+                             done=lambda rows: f"health checked: {len(rows)} readings")

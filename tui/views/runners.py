@@ -1,0 +1,98 @@
+"""Runners and Locks: who runs work (heartbeats, current jobs), what they hold."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from ..fmt import span
+from ..widgets.keyed_table import KeyedTable
+from ..widgets.line import Line
+from .base import View
+
+
+class RunnersView(View):
+    """Runners (top) and locks (bottom); Tab moves between them, l releases a stale lock."""
+
+    TITLE = "Runners"
+    KEY = "runners"
+    COLUMNS = [("host", "Host", 16), ("pid", "Pid", 7), ("kind", "Kind", 8), ("workers", "Wkr", 3),
+               ("beat", "Heartbeat", 9), ("jobs", "Jobs", 4), ("state", "State", None)]
+    LOCK_COLUMNS = [("name", "Lock", 40), ("holder", "Holder", 18), ("age", "Age", 7), ("state", "State", None)]
+
+    BINDINGS = [
+        Binding("l", "release", "Release lock", id="runners.release"),
+        Binding("enter", "detail", "Detail", show=False, id="runners.detail"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield KeyedTable(self.COLUMNS, id="table")
+        yield Line(id="locks-head", classes="head")
+        yield KeyedTable(self.LOCK_COLUMNS, id="locks")
+
+    @property
+    def locks_table(self) -> KeyedTable:
+        return self.query_one("#locks", KeyedTable)
+
+    def fetch(self, ops: Any) -> Any:
+        return ops.runners(), ops.locks()
+
+    def show(self, data: Any) -> None:
+        runners, locks = data
+        f = self.filter_text.lower()
+        runners = [r for r in runners if not f or f in r.id.lower()]
+        locks = [lk for lk in locks if not f or f in lk.name.lower() or f in lk.holder.lower()]
+        # Ages come from the poll (computed by ops on the same clock as the rows); they
+        # move every poll for live runners, which is real change, not noise.
+        rows = [(r.id, [r.host, str(r.pid), r.kind, str(r.workers), span(r.heartbeat_age_s),
+                        str(r.current_jobs),
+                        Text("alive", style="green") if r.alive else Text("dead", style="bold red")])
+                for r in runners]
+        self.table.sync(rows, {r.id: r for r in runners})
+        lrows = [(lk.name, [lk.name, lk.holder, span(lk.age_s),
+                            Text("stale", style="bold red") if lk.stale else Text("held", style="green")])
+                 for lk in locks]
+        self.locks_table.sync(lrows, {lk.name: lk for lk in locks})
+        alive = sum(1 for r in runners if r.alive)
+        self.head(f"{len(runners)} runners ({alive} alive)")
+        stale = sum(1 for lk in locks if lk.stale)
+        self.query_one("#locks-head", Line).set(f"{len(locks)} locks held ({stale} stale) — Tab to select")
+        self.refresh_info()
+
+    def refresh_info(self) -> None:
+        table = self.locks_table if self.locks_table.has_focus else self.table
+        record = table.selected_record if table.row_count else None
+        self.query_one("#info", Line).set(self.describe(record) if record is not None else "")
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_info()
+
+    def selected(self) -> Any:
+        table = self.locks_table if self.locks_table.has_focus else self.table
+        return table.selected_record
+
+    def describe(self, r: Any) -> str:
+        if hasattr(r, "holder"):
+            return f"{r.name} held by {r.holder} (task {r.task_id or '—'}) · lease until {r.expires_at:%H:%M:%S}"
+        return f"{r.id} · {r.queue} · periodic {'yes' if r.periodic else 'no'} · started {r.started_at:%H:%M:%S}"
+
+    def detail(self, ops: Any, r: Any) -> tuple[str, str]:
+        title = f"lock {r.name}" if hasattr(r, "holder") else f"runner {r.id}"
+        return title, json.dumps(r.to_dict(), indent=2, default=str)
+
+    def action_release(self) -> None:
+        if not self.locks_table.has_focus:
+            self.locks_table.focus()
+            self.console.message("select a lock (Tab moves to the locks) and press l again")
+            return
+        lk = self.locks_table.selected_record
+        if lk is None:
+            return
+        state = "stale" if lk.stale else "LIVE"
+        self.console.perform(f"release lock {lk.name}", lambda ops: ops.release_lock(lk.name),
+                             confirm=f"Release {state} lock {lk.name} held by {lk.holder}?",
+                             done=lambda _: f"lock {lk.name} released")

@@ -1,0 +1,98 @@
+"""A DataTable that is updated by row key and redraws only what changed.
+
+``sync(rows)`` takes the rows the table should show (a page, never the whole
+store). When the row keys and their order are unchanged, only the cells whose
+text changed are written, and only their region is refreshed: an idle poll
+sends nothing to the terminal, a ticking countdown sends one cell. When rows
+come or go the page is rebuilt, keeping the cursor on the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
+
+Cell = str | Text
+Row = tuple[str, Sequence[Cell]]
+
+
+class KeyedTable(DataTable):
+    """A row-cursor table of ``(key, cells)`` rows with fixed columns."""
+
+    def __init__(self, columns: Sequence[tuple[str, str, int | None]], **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._spec = list(columns)
+        self._cells: dict[str, tuple[Cell, ...]] = {}
+        self._order: list[str] = []
+        self._records: dict[str, object] = {}
+
+    def on_mount(self) -> None:
+        for key, label, width in self._spec:
+            self.add_column(label, key=key, width=width)
+
+    # ------------------------------------------------------------ data
+    def sync(self, rows: Sequence[Row], records: dict[str, object] | None = None) -> bool:
+        """Show ``rows``; returns whether anything was drawn."""
+        if records is not None:
+            self._records = records
+        keys = [k for k, _ in rows]
+        if keys == self._order:
+            changed = False
+            for key, cells in rows:
+                cells = tuple(cells)
+                old = self._cells[key]
+                if old == cells:
+                    continue
+                for i, (a, b) in enumerate(zip(old, cells, strict=True)):
+                    if a != b:
+                        self.set_cell(key, i, b)
+                self._cells[key] = cells
+                changed = True
+            return changed
+        selected = self.selected_key
+        self.clear()
+        self._cells = {}
+        for key, cells in rows:
+            self._cells[key] = tuple(cells)
+            self.add_row(*cells, key=key)
+        self._order = keys
+        if selected in self._cells:
+            self.move_cursor(row=keys.index(selected), animate=False)
+        return True
+
+    def set_cell(self, key: str, column: int, value: Cell) -> None:
+        """Change one cell and refresh only its region (``update_cell`` would
+        refresh the whole table, which is what a ticking column must not do)."""
+        row_key, col_key = RowKey(key), ColumnKey(self._spec[column][0])
+        self._data[row_key][col_key] = value
+        self._update_count += 1
+        self.refresh_coordinate(Coordinate(self.get_row_index(row_key), column))
+        cells = list(self._cells[key])
+        cells[column] = value
+        self._cells[key] = tuple(cells)
+
+    def cells(self, key: str) -> tuple[Cell, ...] | None:
+        return self._cells.get(key)
+
+    # ------------------------------------------------------------ selection
+    @property
+    def selected_key(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    @property
+    def selected_record(self) -> object | None:
+        key = self.selected_key
+        return None if key is None else self._records.get(key)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self._order)
+
+    def record(self, key: str) -> object | None:
+        return self._records.get(key)
