@@ -59,7 +59,7 @@ def _out(args, rows: list[dict], columns: list[str]) -> int:
 
 
 def _slugs(s) -> dict[int, str]:
-    return dict(s.execute(sa.select(Tenant.id, Tenant.slug)).tuples().all())
+    return dict(s.execute(sa.select(Tenant.id, Tenant.slug)).all())
 
 
 # ---------------------------------------------------------------- handlers

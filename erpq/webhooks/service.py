@@ -194,7 +194,7 @@ def list_deliveries(s: Session, status: str | None = None, webhook_id: int | Non
 def delivery_counts(s: Session) -> dict[str, int]:
     """Deliveries per status (for dashboards)."""
     D = WebhookDelivery
-    return dict(s.execute(sa.select(D.status, sa.func.count()).group_by(D.status)).tuples().all())
+    return dict(s.execute(sa.select(D.status, sa.func.count()).group_by(D.status)).all())
 
 
 # ---------------------------------------------------------------- with the queue
