@@ -96,7 +96,7 @@ class ErpqConsole(App):
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Line(id="status")
-        with TabbedContent(id="tabs", initial=VIEWS[0].KEY):
+        with TabbedContent(id="tabs"):
             for i, view in enumerate(VIEWS):
                 with TabPane(f"{i + 1} {view.TITLE}", id=view.KEY):
                     yield view(id=f"view-{view.KEY}")
@@ -120,7 +120,7 @@ class ErpqConsole(App):
         if self.polling_enabled:
             self.set_interval(self.settings.console.poll_s, self.poll_now)
             self.set_interval(1.0, self._tick)
-        self.call_after_refresh(self.active_view.focus_main)
+        self.call_after_refresh(lambda: self.active_view.focus_main())
         self.poll_now()
 
     def now(self) -> dt.datetime:
@@ -135,7 +135,8 @@ class ErpqConsole(App):
         return self.query_one(f"#view-{key}", View)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.active_view.focus_main()
+        # The pane is shown on the next refresh; a hidden widget cannot take focus.
+        self.call_after_refresh(lambda: self.active_view.focus_main())
         self.poll_now()
 
     # ------------------------------------------------------------ polling
