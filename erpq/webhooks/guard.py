@@ -24,6 +24,7 @@ connect cannot redirect the request.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -85,6 +86,12 @@ class Allowlist:
         return any(address.version == n.version and address in n for n in self.networks)
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(entries: tuple[str, ...]) -> Allowlist:
+    """The allowlist from config, parsed once (it is checked on every delivery)."""
+    return Allowlist.parse(entries)
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Resolve with the OS resolver (production only: tests inject their own)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
@@ -98,7 +105,7 @@ def check(url: str, allow: Allowlist | Iterable[str] = (),
     ``resolve=None`` checks only what can be checked without DNS (syntax and
     literal addresses): what a subscription is validated with when created.
     """
-    allow = allow if isinstance(allow, Allowlist) else Allowlist.parse(allow)
+    allow = allow if isinstance(allow, Allowlist) else _parsed(tuple(allow))
     scheme, host, port = _split(url)
     literal = _literal_address(host)
     if literal is not None:

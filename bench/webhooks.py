@@ -1,0 +1,184 @@
+"""Webhook delivery throughput: erpq against a bare pooled httpx loop, same run.
+
+    python bench/webhooks.py [--deliveries 5000] [--workers 4] [--store sqlite|redis]
+
+A fast HTTP/1.1 keep-alive receiver runs in a subprocess on 127.0.0.1 (asyncio,
+answers every POST with 200). Then, against it:
+
+1. bare: one pooled ``httpx.Client``, N threads, each POSTing its share of the
+   same signed bodies (what a hand-written sender would do);
+2. erpq: N deliveries queued with ``WebhookService.queue_delivery`` (rows,
+   then jobs), then an embedded runner with N workers delivers them all
+   (SSRF check, claim, sign, POST, record), timed until the last row is
+   ``delivered``.
+
+Prints both rates and erpq/bare (target >= 0.7). Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RECEIVER = r'''
+import asyncio, sys
+
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+'''
+
+
+def start_receiver() -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+def bare_loop(url: str, n: int, workers: int) -> float:
+    """Seconds for n signed POSTs from one pooled httpx.Client shared by ``workers`` threads."""
+    import httpx
+
+    from erpq.webhooks.delivery import body_of, new_secret, sign
+    from erpq.db import utcnow
+
+    secret = new_secret()
+    client = httpx.Client(limits=httpx.Limits(max_connections=workers * 2), trust_env=False)
+    counter = iter(range(n))
+    lock = threading.Lock()
+    created = utcnow()
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            body = body_of("deal.created", {"id": i, "name": f"Deal {i}"}, created)
+            ts = int(time.time())
+            r = client.post(url, content=body, headers={
+                "Content-Type": "application/json", "webhook-id": f"msg_{i}",
+                "webhook-timestamp": str(ts), "webhook-signature": sign(secret, f"msg_{i}", ts, body)})
+            assert r.status_code == 200
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    client.close()
+    return elapsed
+
+
+def erpq_run(url: str, n: int, workers: int, store: str, redis_url: str, tmp: Path) -> tuple[float, float]:
+    """(seconds to queue n deliveries, seconds for the runner to deliver them)."""
+    import sqlalchemy as sa
+
+    from erpq.config import from_dict
+    from erpq.models import Tenant, WebhookDelivery
+    from erpq.runtime import EmbeddedRunner, Runtime, set_current
+    from erpq.webhooks import service
+
+    queue = {"url": "sqlite:///queue.db", "workers": workers}
+    if store == "redis":
+        queue = {"url": redis_url, "name": f"bench{os.getpid()}", "workers": workers}
+    settings = from_dict({
+        "queue": queue, "database": {"url": "sqlite:///erpq.db"}, "log": {"path": "erpq.log"},
+        "webhooks": {"allow_hosts": ["127.0.0.1"]},
+    }, source=str(tmp / "config.toml"), base_dir=str(tmp))
+    rt = Runtime(settings)
+    set_current(rt)
+    try:
+        with rt.session() as s:
+            s.add(Tenant(slug="bench", name="Bench"))
+        with rt.session() as s:
+            tenant = s.scalar(sa.select(Tenant.id))
+            service.create_webhook(s, tenant, url, ["deal.created"], allow=settings.webhooks.allow_hosts)
+        svc = service.WebhookService(rt)
+        started = time.perf_counter()
+        for i in range(n):
+            svc.queue_delivery("deal.created", {"id": i, "name": f"Deal {i}"}, tenant)
+        queued = time.perf_counter() - started
+
+        def delivered() -> int:
+            with rt.read_session() as s:
+                return s.scalar(sa.select(sa.func.count()).where(WebhookDelivery.status == "delivered"))
+
+        runner = EmbeddedRunner(rt, workers=workers, periodic=False)
+        started = time.perf_counter()
+        runner.start()
+        while delivered() < n:
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        runner.stop()
+        with rt.read_session() as s:
+            other = s.scalar(sa.select(sa.func.count()).where(WebhookDelivery.status != "delivered"))
+        assert other == 0, f"{other} deliveries not delivered"
+        if store == "redis":
+            rt.huey.storage.flush_all()
+        return queued, elapsed
+    finally:
+        set_current(None)
+        rt.close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--deliveries", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    args = p.parse_args()
+    n, workers = args.deliveries, args.workers
+
+    proc, port = start_receiver()
+    url = f"http://127.0.0.1:{port}/hook"
+    try:
+        bare_loop(url, min(500, n), workers)  # warm up the receiver and imports
+        bare = bare_loop(url, n, workers)
+        with tempfile.TemporaryDirectory(prefix="erpq-bench-") as tmp:
+            queued, took = erpq_run(url, n, workers, args.store, args.redis_url, Path(tmp))
+    finally:
+        proc.terminate()
+        proc.wait()
+
+    bare_rate, erpq_rate = n / bare, n / took
+    print(f"{n} webhooks, {workers} workers/threads, queue store {args.store}, receiver 127.0.0.1:{port}")
+    print(f"  bare httpx.Client loop : {bare_rate:8.0f} POST/s  ({bare:.2f} s)")
+    print(f"  erpq delivery          : {erpq_rate:8.0f} deliveries/s  ({took:.2f} s; "
+          f"queueing them took {queued:.2f} s, {n / queued:.0f}/s)")
+    print(f"  erpq end to end        : {n / (queued + took):8.0f} deliveries/s (queue + deliver)")
+    print(f"  ratio erpq/bare        : {erpq_rate / bare_rate:.2f}x (target >= 0.70x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
