@@ -65,8 +65,8 @@ def bare_loop(url: str, n: int, workers: int) -> float:
     """Seconds for n signed POSTs from one pooled httpx.Client shared by ``workers`` threads."""
     import httpx
 
-    from erpq.webhooks.delivery import body_of, new_secret, sign
     from erpq.db import utcnow
+    from erpq.webhooks.delivery import body_of, new_secret, sign
 
     secret = new_secret()
     client = httpx.Client(limits=httpx.Limits(max_connections=workers * 2), trust_env=False)
