@@ -799,14 +799,16 @@ class Ops:
     def add_tenant(self, slug: str, name: str | None = None) -> TenantInfo:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", slug or ""):
             raise OpsError(f"tenant slug {slug!r} is invalid: use lowercase letters, digits and '-' (max 64)")
-        self._act("tenant.add", slug, f"erpq tenant add {shlex.quote(slug)}")
+        self.check_writable("tenant.add")
         with self.rt.session() as s:
             if s.scalar(sa.select(Tenant.id).where(Tenant.slug == slug)) is not None:
                 raise Conflict(f"tenant {slug!r} already exists")
             t = Tenant(slug=slug, name=name or slug)
             s.add(t)
             s.flush()
-            return TenantInfo(t.id, t.slug, t.name, t.is_active, t.created_at)
+            info = TenantInfo(t.id, t.slug, t.name, t.is_active, t.created_at)
+        self._act("tenant.add", slug, f"erpq tenant add {shlex.quote(slug)}")
+        return info
 
     def tenant_id(self, ref: str | int) -> int:
         """A tenant id from a slug or an id."""
@@ -831,8 +833,7 @@ class Ops:
             raise OpsError("user name must not be empty")
         if email and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
             raise OpsError(f"email {email!r} is not an address")
-        self._act("user.add", f"{tenant}/{name}", f"erpq user add --tenant {shlex.quote(str(tenant))} "
-                  f"{shlex.quote(name)}" + (f" --email {shlex.quote(email)}" if email else ""))
+        self.check_writable("user.add")
         with self.rt.session() as s:
             if email and s.scalar(sa.select(User.id).where(User.tenant_id == tid, User.email == email)):
                 raise Conflict(f"tenant {tenant!r} already has a user with email {email!r}")
@@ -840,7 +841,10 @@ class Ops:
             s.add(u)
             s.flush()
             slug = s.scalar(sa.select(Tenant.slug).where(Tenant.id == tid))
-            return UserInfo(u.id, tid, slug, u.name, u.email, u.is_active)
+            info = UserInfo(u.id, tid, slug, u.name, u.email, u.is_active)
+        self._act("user.add", f"{tenant}/{name}", f"erpq user add --tenant {shlex.quote(str(tenant))} "
+                  f"{shlex.quote(name)}" + (f" --email {shlex.quote(email)}" if email else ""))
+        return info
 
     # ------------------------------------------------------------ audit
     def audit_log(self, offset: int = 0, limit: int = 50) -> Page:

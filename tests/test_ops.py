@@ -272,9 +272,6 @@ def test_duplicate_user_email_keeps_the_users(runtime, ops):
     assert snapshot(runtime)["users"] == before["users"]
 
 
-@pytest.mark.xfail(strict=True, reason="ops bug: add_tenant/add_user write the audit row (_act) before "
-                   "the duplicate check, so a refused duplicate leaves an audit entry for an action "
-                   "that did not happen")
 @pytest.mark.parametrize("dup", ["tenant", "user"])
 def test_refused_duplicate_writes_no_audit_row(runtime, ops, dup):
     ops.add_tenant("acme")

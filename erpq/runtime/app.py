@@ -86,6 +86,15 @@ class ErpqHuey(Huey):
         task.erpq = meta
         return task
 
+    def delete(self, key):
+        # Huey clears a finished task's revoke flag here, one transaction per
+        # job; the SQLite storage folds it into the worker's next dequeue.
+        run = getattr(self._ctx, "run", None)
+        if run is not None and key.startswith("r:") and hasattr(self.storage, "delete_later"):
+            self.storage.delete_later(key)
+            return True
+        return super().delete(key)
+
     def create_consumer(self, **options):
         from .runner import ErpqConsumer
 
@@ -195,24 +204,7 @@ class ErpqHuey(Huey):
                 **({} if run.lock else {"started_at": _dt(run.started), "runner": rt.runner_id}),
             )
         else:
-            rt.history.add_run({
-                "task_id": task.id,
-                "task_name": task.name,
-                "kind": "job",
-                "trigger": meta.get("trigger"),
-                "args_summary": summarize_args(task.args, task.kwargs),
-                "tenant_id": meta.get("tenant_id") or task.kwargs.get("tenant_id"),
-                "batch_id": meta.get("batch_id"),
-                "status": status,
-                "attempt": run.attempt,
-                "tick": None,
-                "enqueued_at": _dt(meta.get("enqueued_at")),
-                "started_at": _dt(run.started),
-                "finished_at": _dt(finished),
-                "duration_s": duration,
-                "runner": rt.runner_id,
-                "error": error,
-            })
+            rt.history.add_job_run(task, meta, status, run.attempt, run.started, finished, duration, error)
         if meta.get("batch_id") and status != "retrying":
             rt.history.batch_done(meta["batch_id"], task.id if status == "failed" else None)
 

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import logging.handlers
 import os
+import queue
 import socket
 import threading
 import time
@@ -69,8 +70,8 @@ class Runtime:
         self.ReadSession = make_sessionmaker(self.engine, readonly=True)
         if check_schema:
             self._prepare_database(upgrade_sqlite)
-        self.history = HistoryWriter(self.engine)
-        configure_logging(settings)
+        self.history = HistoryWriter(self.engine, self.runner_id)
+        self._log_key = configure_logging(settings)
         load_capabilities()
         self.huey = self._build_huey()
         self.tasks = {
@@ -116,6 +117,7 @@ class Runtime:
         try:
             self.history.close()
         finally:
+            release_logging(self._log_key)
             self.engine.dispose()
             storage = self.huey.storage
             if hasattr(storage, "close"):
@@ -313,32 +315,70 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_logging_configured: set[str] = set()
+class _FastQueueHandler(logging.handlers.QueueHandler):
+    """Queue the record as is: the listener formats it (erpq's log arguments are
+    immutable strings and numbers, so deferring the formatting is safe)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
 
 
-def configure_logging(settings: Settings) -> None:
-    """Send erpq's log lines to the configured file (once per file per process)."""
+_log_handlers: dict[str, tuple[list, int]] = {}
+_log_lock = threading.Lock()
+
+
+def configure_logging(settings: Settings) -> str | None:
+    """Send erpq's log lines (and Huey's warnings) to the configured file.
+
+    Handlers are shared per file and counted; ``release_logging`` with the
+    returned key detaches them when the last runtime using the file closes.
+    """
     path = settings.path(settings.log.path)
     key = str(path.resolve())
-    logger = logging.getLogger("erpq")
-    logger.setLevel(settings.log.level.upper())
-    if key in _logging_configured:
+    logging.getLogger("erpq").setLevel(settings.log.level.upper())
+    with _log_lock:
+        if key in _log_handlers:
+            handlers, count = _log_handlers[key]
+            _log_handlers[key] = (handlers, count + 1)
+            return key
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+            huey_handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            logging.getLogger("erpq").warning("cannot open log file %s: %s", path, exc)
+            return None
+        fmt = logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(message)s")
+        handler.setFormatter(fmt)
+        huey_handler.setFormatter(fmt)
+        huey_handler.setLevel(logging.WARNING)  # Huey's own warnings: task exceptions with tracebacks
+        # Workers only queue their records; a listener thread formats and writes
+        # them, so two log lines per job stay off the workers' path.
+        records: queue.SimpleQueue = queue.SimpleQueue()
+        queue_handler = _FastQueueHandler(records)
+        listener = logging.handlers.QueueListener(records, handler)
+        listener.start()
+        logging.getLogger("erpq").addHandler(queue_handler)
+        logging.getLogger("huey").addHandler(huey_handler)
+        _log_handlers[key] = ([queue_handler, huey_handler, listener, handler], 1)
+        return key
+
+
+def release_logging(key: str | None) -> None:
+    if key is None:
         return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    except OSError as exc:
-        logging.getLogger("erpq").warning("cannot open log file %s: %s", path, exc)
-        return
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(message)s"))
-    handler.set_name(f"erpq-file:{key}")
-    logger.addHandler(handler)
-    # Huey's own warnings (task exceptions with tracebacks) go to the same file.
-    huey_handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    huey_handler.setFormatter(handler.formatter)
-    huey_handler.setLevel(logging.WARNING)
-    logging.getLogger("huey").addHandler(huey_handler)
-    _logging_configured.add(key)
+    with _log_lock:
+        handlers, count = _log_handlers.get(key, ([], 0))
+        if count > 1:
+            _log_handlers[key] = (handlers, count - 1)
+            return
+        _log_handlers.pop(key, None)
+    queue_handler, huey_handler, listener, file_handler = handlers
+    logging.getLogger("erpq").removeHandler(queue_handler)
+    logging.getLogger("huey").removeHandler(huey_handler)
+    listener.stop()  # writes what is still queued
+    file_handler.close()
+    huey_handler.close()
 
 
 # ------------------------------------------------------------ the process's runtime

@@ -10,6 +10,7 @@ rows; the jobs themselves are protected by the in-flight claims, not by this.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -49,9 +50,14 @@ def json_safe(value: Any) -> Any:
         return repr(value)
 
 
+def _dt(ts: float | None) -> dt.datetime | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
 class HistoryWriter:
-    def __init__(self, engine: sa.Engine, interval: float = 0.5):
+    def __init__(self, engine: sa.Engine, runner_id: str = "", interval: float = 0.5):
         self.engine = engine
+        self.runner_id = runner_id
         self.interval = interval
         self._rows: list[dict] = []
         self._batches: dict[str, list] = defaultdict(lambda: [0, 0, []])
@@ -66,6 +72,36 @@ class HistoryWriter:
         with self._lock:
             self._rows.append(row)
         self._ensure_thread()
+
+    def add_job_run(self, task, meta: dict, status: str, attempt: int, started: float,
+                    finished: float, duration: float, error: str | None) -> None:
+        """Record a finished job; the row is built by the writer thread, not the worker."""
+        with self._lock:
+            self._rows.append((task, meta, status, attempt, started, finished, duration, error))
+        self._ensure_thread()
+
+    def _job_row(self, item) -> dict:
+        if isinstance(item, dict):
+            return item
+        task, meta, status, attempt, started, finished, duration, error = item
+        return {
+            "task_id": task.id,
+            "task_name": task.name,
+            "kind": "job",
+            "trigger": meta.get("trigger"),
+            "args_summary": summarize_args(task.args, task.kwargs),
+            "tenant_id": meta.get("tenant_id") or task.kwargs.get("tenant_id"),
+            "batch_id": meta.get("batch_id"),
+            "status": status,
+            "attempt": attempt,
+            "tick": None,
+            "enqueued_at": _dt(meta.get("enqueued_at")),
+            "started_at": _dt(started),
+            "finished_at": _dt(finished),
+            "duration_s": duration,
+            "runner": self.runner_id,
+            "error": error,
+        }
 
     def batch_done(self, batch_id: str, failed_job_id: str | None = None) -> None:
         with self._lock:
@@ -104,7 +140,7 @@ class HistoryWriter:
             try:
                 with self.engine.begin() as conn:
                     if rows:
-                        conn.execute(sa.insert(JobRun), rows)
+                        conn.execute(sa.insert(JobRun), [self._job_row(r) for r in rows])
                     for batch_id, (done, failed, failed_ids) in batches.items():
                         self._apply_batch(conn, batch_id, done, failed, failed_ids)
             except Exception:

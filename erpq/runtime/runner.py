@@ -168,3 +168,27 @@ class EmbeddedRunner:
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             consumer.stop(graceful=True)
+
+
+def work_once(runtime: Runtime) -> str | None:
+    """Process one waiting job in this thread and return a line saying which.
+
+    Due scheduled jobs are moved to the queue first, and dead runners' work is
+    recovered, so ``erpq queue work --once`` sees what a runner would.
+    """
+    hb = Heartbeat(runtime, workers=1, periodic=False, kind="once")
+    hb.register()
+    huey = runtime.huey
+    try:
+        runtime.recover_dead_runners()
+        for task in huey.read_schedule():
+            huey.enqueue(task)
+        task = huey.dequeue()
+        if task is None:
+            return None
+        started = time.monotonic()
+        huey.execute(task)
+        return f"Processed job: {task.name} {task.id} ({time.monotonic() - started:.3f}s)"
+    finally:
+        huey.storage.release_pending()
+        hb.stop()

@@ -35,6 +35,7 @@ Transform = Callable[[bytes], bytes | None]
 class _ClaimState(threading.local):
     claim: object = None  # the claim of the task being executed by this thread
     release: object = None  # a finished claim, dropped at the next dequeue
+    stale_keys: tuple = ()  # result-store keys (revoke flags) to drop at the next dequeue
 
 
 class ReliableSqliteStorage(SqliteStorage):
@@ -43,10 +44,8 @@ class ReliableSqliteStorage(SqliteStorage):
         "id integer not null primary key, queue text not null, runner text not null, "
         "claimed_at real not null, data blob not null)"
     )
-    index_inflight = (
-        "create index if not exists erpq_inflight_queue_runner on erpq_inflight (queue, runner)"
-    )
-    ddl = SqliteStorage.ddl + [table_inflight, index_inflight]
+    # No index: the table holds at most one row per busy worker.
+    ddl = SqliteStorage.ddl + [table_inflight]
 
     def __init__(self, *args, runner_id: str = "", **kwargs):
         self.runner_id = runner_id
@@ -54,15 +53,27 @@ class ReliableSqliteStorage(SqliteStorage):
         super().__init__(*args, **kwargs)
 
     # -- taking and releasing work
+    def delete_later(self, key: str) -> None:
+        """Delete a kv key with this thread's next dequeue (Huey clears each
+        finished task's revoke flag; riding along saves a transaction per job)."""
+        self._claims.stale_keys += (key,)
+
+    def _cleanup(self, curs, release) -> None:
+        if release is not None:
+            curs.execute("delete from erpq_inflight where id = ?", (release,))
+        for key in self._claims.stale_keys:
+            curs.execute("delete from kv where queue = ? and key = ?", (self.name, key))
+        self._claims.stale_keys = ()
+
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
         if not self.sql("select 1 from task where queue = ? limit 1", (self.name,), results=True):
-            if release is not None:
-                self.sql("delete from erpq_inflight where id = ?", (release,), commit=True)
+            if release is not None or self._claims.stale_keys:
+                with self.db(commit=True) as curs:
+                    self._cleanup(curs, release)
             return None
         with self.db(commit=True) as curs:
-            if release is not None:
-                curs.execute("delete from erpq_inflight where id = ?", (release,))
+            self._cleanup(curs, release)
             curs.execute(
                 "select id, data from task where queue = ? order by priority desc, id limit 1",
                 (self.name,),
@@ -93,8 +104,9 @@ class ReliableSqliteStorage(SqliteStorage):
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
-        if release is not None:
-            self.sql("delete from erpq_inflight where id = ?", (release,), commit=True)
+        if release is not None or self._claims.stale_keys:
+            with self.db(commit=True) as curs:
+                self._cleanup(curs, release)
 
     # -- in-flight introspection and recovery
     def inflight_count(self) -> int:
@@ -202,6 +214,15 @@ return 0
 """
 
 
+# KEYS: in-flight list, queue list, result hash. ARGV[1]: finished claim (or
+# ''), ARGV[2..]: result keys to delete. Returns the next task, moved in-flight.
+_RELEASE_AND_TAKE_LUA = """
+if ARGV[1] ~= '' then redis.call('lrem', KEYS[1], 1, ARGV[1]) end
+for i = 2, #ARGV do redis.call('hdel', KEYS[3], ARGV[i]) end
+return redis.call('lmove', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
+"""
+
+
 class ReliableRedisStorage(RedisStorage):
     def __init__(self, *args, runner_id: str = "", **kwargs):
         super().__init__(*args, **kwargs)
@@ -209,6 +230,7 @@ class ReliableRedisStorage(RedisStorage):
         self._claims = _ClaimState()
         self.runners_key = f"huey.erpq.runners.{self.name}"
         self._requeue = self.conn.register_script(_REQUEUE_LUA)
+        self._release_and_take = self.conn.register_script(_RELEASE_AND_TAKE_LUA)
 
     def inflight_key(self, runner: str | None = None) -> str:
         return f"huey.erpq.inflight.{self.name}.{runner or self.runner_id}"
@@ -216,14 +238,22 @@ class ReliableRedisStorage(RedisStorage):
     def register_runner(self) -> None:
         self.conn.sadd(self.runners_key, self.runner_id)
 
+    def delete_later(self, key: str) -> None:
+        """Delete a result-store key (a revoke flag) with this thread's next dequeue."""
+        self._claims.stale_keys += (key,)
+
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
+        stale, self._claims.stale_keys = self._claims.stale_keys, ()
         key = self.inflight_key()
-        pipe = self.conn.pipeline(transaction=False)
-        if release is not None:
-            pipe.lrem(key, 1, release)
-        pipe.lmove(self.queue_key, key, "RIGHT", "LEFT")
-        data = pipe.execute()[-1]
+        if release is not None or stale:
+            # One round trip: drop the finished claim and stale keys, take the next task.
+            data = self._release_and_take(keys=[key, self.queue_key, self.result_key],
+                                          args=[release or b"", *stale])
+        elif self.blocking:
+            data = None  # go straight to the blocking move below
+        else:
+            data = self.conn.lmove(self.queue_key, key, "RIGHT", "LEFT")
         if data is None and self.blocking:
             try:
                 data = self.conn.blmove(self.queue_key, key, self.read_timeout, "RIGHT", "LEFT")
@@ -245,8 +275,11 @@ class ReliableRedisStorage(RedisStorage):
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
+        stale, self._claims.stale_keys = self._claims.stale_keys, ()
         if release is not None:
             self.conn.lrem(self.inflight_key(), 1, release)
+        if stale:
+            self.conn.hdel(self.result_key, *stale)
 
     def inflight_runners(self) -> dict[str, float | None]:
         runners = {}

@@ -1,0 +1,554 @@
+"""``erpq``: the scriptable CLI, modelled on a web ERP's artisan commands.
+
+Every command is thin over ``erpq.ops``. Read commands take ``--json`` and then
+print a JSON array of objects (field names documented in README.md; times ISO
+8601 UTC). Errors are one line on stderr: exit code 2 for bad config or usage,
+1 for an operation that could not be done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from . import config as config_mod
+from .cli_support import CliError, parse_json_arg, print_json, print_table
+from .config import ConfigError
+
+Handler = Callable[[argparse.Namespace, object], int]
+
+
+# ====================================================================== plumbing
+
+
+def _runtime(args):
+    from .runtime import Runtime, set_current
+
+    settings = config_mod.load(getattr(args, "config", None))
+    rt = Runtime(settings, upgrade_sqlite=not getattr(args, "no_auto_upgrade", False))
+    set_current(rt)
+    return rt
+
+
+def _ops(args, rt):
+    from .ops import Actor, Ops
+
+    return Ops(rt, Actor.detect("cli"))
+
+
+def _out(args, items: list, columns: list[str]) -> int:
+    rows = [i.to_dict() if hasattr(i, "to_dict") else i for i in items]
+    if getattr(args, "json", False):
+        print_json(rows)
+    else:
+        print_table(rows, columns)
+    return 0
+
+
+# ====================================================================== schedule
+
+
+def cmd_schedule_list(args, rt) -> int:
+    entries = _ops(args, rt).schedule()
+    if args.json:
+        keys = ("name", "expression", "description", "paused", "last_run_at", "last_status",
+                "last_duration_s", "next_run_at", "running_since", "lock_holder")
+        print_json([{k: e.to_dict()[k] for k in keys} for e in entries])
+        return 0
+    return _out(args, entries, ["name", "expression", "description", "paused", "last_run_at",
+                                "last_status", "last_duration_s", "next_run_at"])
+
+
+def cmd_schedule_run(args, rt) -> int:
+    task_id = _ops(args, rt).trigger(args.name)
+    print(f"Running scheduled command: {args.name} (job {task_id} enqueued)")
+    return 0
+
+
+def cmd_schedule_pause(args, rt) -> int:
+    _ops(args, rt).pause(args.name)
+    print(f"Paused {args.name}")
+    return 0
+
+
+def cmd_schedule_resume(args, rt) -> int:
+    _ops(args, rt).resume(args.name)
+    print(f"Resumed {args.name}")
+    return 0
+
+
+# ====================================================================== queue
+
+
+def cmd_queue_work(args, rt) -> int:
+    if args.once:
+        from .runtime.runner import work_once
+
+        result = work_once(rt)
+        print(result or "No job waiting.")
+        return 0
+    from .runtime import EmbeddedRunner
+
+    runner = EmbeddedRunner(rt, workers=args.workers, periodic=not args.no_periodic)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    runner.start()
+    print(f"erpq runner {rt.runner_id}: {runner.workers} workers, periodic "
+          f"{'off' if args.no_periodic else 'on'}, queue {rt.queue_label}. Ctrl+C stops.", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        print("Stopping: waiting for running jobs...", flush=True)
+        runner.stop()
+    return 0
+
+
+def cmd_queue_list(args, rt) -> int:
+    ops = _ops(args, rt)
+    states = [s for s in ("pending", "scheduled", "running") if getattr(args, s)] or ["pending", "scheduled", "running"]
+    items = []
+    for state in states:
+        items.extend(getattr(ops, state)(offset=args.offset, limit=args.limit, search=args.search).items)
+    if not args.json:
+        counts = ops.queue_counts()
+        print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return _out(args, items, ["id", "task_name", "state", "args_summary", "enqueued_at", "eta", "runner", "started_at"])
+
+
+def cmd_queue_failed(args, rt) -> int:
+    ops = _ops(args, rt)
+    if args.clusters:
+        return _out(args, ops.failure_clusters(limit=args.limit, task=args.task),
+                    ["task_name", "exception_type", "message", "count", "first_seen", "last_seen"])
+    page = ops.failed(offset=args.offset, limit=args.limit, task=args.task, search=args.search)
+    if not args.json:
+        print(f"{page.total} failed job(s) awaiting action")
+    return _out(args, page.items, ["id", "task_name", "exception_type", "exception", "attempts", "reason", "failed_at"])
+
+
+def cmd_queue_show(args, rt) -> int:
+    info = _ops(args, rt).failed_detail(args.id)
+    if args.json:
+        print_json(info.to_dict())
+        return 0
+    d = info.to_dict()
+    for key in ("id", "task_id", "task_name", "reason", "attempts", "failed_at", "tenant_id", "retried_at"):
+        print(f"{key:>12}: {d[key]}")
+    print(f"{'arguments':>12}: {json.dumps(d['args'])}")
+    print(f"{'exception':>12}: {d['exception_type']}: {d['exception']}")
+    print()
+    print(d["traceback"] or "(no traceback)")
+    return 0
+
+
+def cmd_queue_retry(args, rt) -> int:
+    ops = _ops(args, rt)
+    if args.all:
+        n = ops.retry_all(task=args.task)
+        print(f"Retried {n} failed job(s)")
+        return 0
+    if not args.ids:
+        raise CliError("give failed job ids, or --all", code=2)
+    new = ops.retry(args.ids)
+    print(f"Retried {len(new)} failed job(s): new job id(s) {' '.join(new)}")
+    return 0
+
+
+def cmd_queue_forget(args, rt) -> int:
+    n = _ops(args, rt).forget(args.ids)
+    print(f"Forgot {n} failed job(s) (restorable with 'erpq queue restore {' '.join(map(str, args.ids))}')")
+    return 0
+
+
+def cmd_queue_restore(args, rt) -> int:
+    n = _ops(args, rt).restore(ids=args.ids)
+    print(f"Restored {n} failed job(s)")
+    return 0
+
+
+def cmd_queue_flush(args, rt) -> int:
+    ops = _ops(args, rt)
+    count = ops.count_failed(task=args.task)
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"Flush {count} failed job(s)? Type 'flush' to confirm: ")
+        if answer.strip() != "flush":
+            print("Not flushed.")
+            return 1
+    n, _mark = ops.flush_failed(task=args.task)
+    print(f"Flushed {n} failed job(s)")
+    return 0
+
+
+def cmd_queue_prune(args, rt) -> int:
+    n = _ops(args, rt).prune_failed(args.hours)
+    print(f"Pruned {n} failed job(s) older than {args.hours:g} hour(s)")
+    return 0
+
+
+def cmd_queue_dispatch(args, rt) -> int:
+    args_list: list = []
+    kwargs: dict = {}
+    if args.args:
+        data = parse_json_arg(args.args, "--args")
+        if isinstance(data, list):
+            args_list = data
+        elif isinstance(data, dict) and set(data) <= {"args", "kwargs"} and data:
+            args_list, kwargs = list(data.get("args", [])), dict(data.get("kwargs", {}))
+        elif isinstance(data, dict):
+            kwargs = data
+        else:
+            raise CliError("--args: expected a JSON array (positional), an object (keyword) "
+                           "or {\"args\": [...], \"kwargs\": {...}}")
+    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs)
+    print(f"Dispatched {args.task}: job {task_id}")
+    return 0
+
+
+def cmd_queue_cancel(args, rt) -> int:
+    _ops(args, rt).cancel_job(args.job_id)
+    print(f"Cancelled job {args.job_id}")
+    return 0
+
+
+def cmd_queue_recover(args, rt) -> int:
+    n = rt.recover_dead_runners()
+    print(f"Recovered {n} job(s) from dead runners")
+    return 0
+
+
+# ====================================================================== history, batches, runners, locks
+
+
+def cmd_runs(args, rt) -> int:
+    page = _ops(args, rt).runs(offset=args.offset, limit=args.limit, task=args.task, status=args.status,
+                               search=args.search)
+    return _out(args, page.items, ["id", "task_name", "kind", "status", "args_summary", "started_at",
+                                   "duration_s", "runner", "error"])
+
+
+def cmd_batch_list(args, rt) -> int:
+    page = _ops(args, rt).batches(limit=args.limit, active_only=not args.all)
+    return _out(args, page.items, ["id", "name", "kind", "total", "done", "failed", "progress", "created_at",
+                                   "finished_at", "cancelled_at"])
+
+
+def cmd_batch_cancel(args, rt) -> int:
+    _ops(args, rt).cancel_batch(args.id)
+    print(f"Cancelled batch {args.id}: its jobs not yet started will be skipped")
+    return 0
+
+
+def cmd_runner_list(args, rt) -> int:
+    return _out(args, _ops(args, rt).runners(include_stopped=args.all),
+                ["id", "kind", "workers", "alive", "heartbeat_age_s", "current_jobs", "started_at", "stopped_at"])
+
+
+def cmd_lock_list(args, rt) -> int:
+    return _out(args, _ops(args, rt).locks(), ["name", "holder", "age_s", "expires_at", "stale"])
+
+
+def cmd_lock_release(args, rt) -> int:
+    _ops(args, rt).release_lock(args.name, force=args.force)
+    print(f"Released lock {args.name}")
+    return 0
+
+
+# ====================================================================== health, db, tenants, users, audit, log
+
+
+def cmd_health(args, rt) -> int:
+    ops = _ops(args, rt)
+    if args.history:
+        tenant_id = ops.tenant_id(args.tenant) if args.tenant else None
+        items = ops.health_history(tenant_id=tenant_id, limit=args.limit)
+    else:
+        items = ops.check_health() if args.check else ops.health_latest()
+    if not items and not args.json:
+        print("No health readings yet: erp:check-system-health runs every 5 minutes, "
+              "or take one now with 'erpq health --check'.")
+        return 0
+    return _out(args, items, ["tenant", "checked_at", "status", "cpu_percent", "memory_percent", "disk_percent",
+                              "db_connections", "queue_pending", "failed_last_hour"])
+
+
+def cmd_db_upgrade(args, _rt) -> int:
+    from .db import current_revision, head_revision, make_engine, upgrade
+    from .runtime.core import redact_url
+
+    settings = config_mod.load(args.config)
+    engine = make_engine(settings.database_url)
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    engine.dispose()
+    where = redact_url(settings.database.url)
+    if before == after:
+        print(f"{where}: already at revision {after} (head {head_revision()})")
+    else:
+        print(f"{where}: upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def cmd_db_current(args, _rt) -> int:
+    from .db import current_revision, head_revision, make_engine
+
+    settings = config_mod.load(args.config)
+    engine = make_engine(settings.database_url)
+    print(f"current: {current_revision(engine) or 'none'}; head: {head_revision()}")
+    engine.dispose()
+    return 0
+
+
+def cmd_tenant_add(args, rt) -> int:
+    t = _ops(args, rt).add_tenant(args.slug, args.name)
+    print(f"Added tenant {t.slug} (id {t.id})")
+    return 0
+
+
+def cmd_tenant_list(args, rt) -> int:
+    return _out(args, _ops(args, rt).tenants(), ["id", "slug", "name", "is_active", "created_at"])
+
+
+def cmd_user_add(args, rt) -> int:
+    u = _ops(args, rt).add_user(args.tenant, args.name, args.email)
+    print(f"Added user {u.name} (id {u.id}) to tenant {u.tenant}")
+    return 0
+
+
+def cmd_user_list(args, rt) -> int:
+    return _out(args, _ops(args, rt).users(args.tenant), ["id", "tenant", "name", "email", "is_active"])
+
+
+def cmd_audit(args, rt) -> int:
+    page = _ops(args, rt).audit_log(limit=args.limit)
+    return _out(args, page.items, ["at", "actor", "client", "source", "action", "target", "command"])
+
+
+def cmd_log(args, rt) -> int:
+    ops = _ops(args, rt)
+    for line in ops.log_tail(args.lines):
+        print(line)
+    if not args.follow:
+        return 0
+    path = rt.settings.path(rt.settings.log.path)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        fh.seek(0, os.SEEK_END)
+        try:
+            while True:
+                line = fh.readline()
+                if line:
+                    print(line, end="", flush=True)
+                else:
+                    time.sleep(0.3)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_deploy(args, _rt) -> int:
+    from .deploy import render
+
+    print(render(args.kind, config=args.config))
+    return 0
+
+
+def cmd_bench_queue(args, _rt) -> int:
+    from .bench import run_queue_bench
+
+    return run_queue_bench(jobs=args.jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
+
+
+# ====================================================================== parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default: $ERPQ_CONFIG, ./config.toml, built-in defaults)")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print a JSON array of objects")
+    paging = argparse.ArgumentParser(add_help=False)
+    paging.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    paging.add_argument("--offset", type=int, default=0, help="rows to skip")
+
+    p = argparse.ArgumentParser(prog="erpq", parents=[common],
+                                description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
+    p.add_argument("--version", action="version", version=f"erpq {_version()}")
+    groups = p.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    def group(name: str, help: str):
+        g = groups.add_parser(name, help=help, parents=[common], description=help)
+        return g.add_subparsers(dest="cmd", metavar="SUBCOMMAND", required=True)
+
+    def cmd(sub, name: str, handler: Handler, help: str, parents=()):
+        c = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
+        c.set_defaults(handler=handler)
+        return c
+
+    s = group("schedule", "periodic tasks: list, run now, pause, resume")
+    cmd(s, "list", cmd_schedule_list, "every periodic task with last and next run", [json_flag])
+    for name, fn, text in (("run", cmd_schedule_run, "run a periodic task now"),
+                           ("pause", cmd_schedule_pause, "stop a periodic task firing (persisted)"),
+                           ("resume", cmd_schedule_resume, "let a paused periodic task fire again")):
+        cmd(s, name, fn, text).add_argument("name", help="task name, e.g. erp:check-system-health")
+
+    q = group("queue", "jobs: work, list, failed, retry, forget, flush, dispatch")
+    c = cmd(q, "work", cmd_queue_work, "run the scheduler and workers in the foreground")
+    c.add_argument("--once", action="store_true", help="process one waiting job and exit")
+    c.add_argument("--workers", type=int, default=None, help="worker threads (default: queue.workers)")
+    c.add_argument("--no-periodic", action="store_true", help="do not fire periodic tasks from this runner")
+    c = cmd(q, "list", cmd_queue_list, "pending, scheduled and running jobs", [json_flag, paging])
+    for state in ("pending", "scheduled", "running"):
+        c.add_argument(f"--{state}", action="store_true", help=f"only {state} jobs")
+    c.add_argument("--search", help="only jobs whose task, arguments or id contain this text")
+    c = cmd(q, "failed", cmd_queue_failed, "failed jobs awaiting action", [json_flag, paging])
+    c.add_argument("--task", help="only this task")
+    c.add_argument("--search", help="only failures whose task, error or id contain this text")
+    c.add_argument("--clusters", action="store_true", help="group by task, exception and normalised message")
+    cmd(q, "show", cmd_queue_show, "one failed job with arguments and traceback", [json_flag]).add_argument(
+        "id", type=int)
+    c = cmd(q, "retry", cmd_queue_retry, "re-enqueue failed jobs as new attempts")
+    c.add_argument("ids", type=int, nargs="*", metavar="ID")
+    c.add_argument("--all", action="store_true", help="every failed job (of --task)")
+    c.add_argument("--task", help="with --all: only this task")
+    cmd(q, "forget", cmd_queue_forget, "drop failed jobs (restorable for retention.undo_minutes)").add_argument(
+        "ids", type=int, nargs="+", metavar="ID")
+    cmd(q, "restore", cmd_queue_restore, "bring back forgotten or flushed failed jobs").add_argument(
+        "ids", type=int, nargs="+", metavar="ID")
+    c = cmd(q, "flush", cmd_queue_flush, "drop every failed job (restorable for retention.undo_minutes)")
+    c.add_argument("--task", help="only this task")
+    c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cmd(q, "prune-failed", cmd_queue_prune, "delete failed jobs older than N hours").add_argument(
+        "--hours", type=float, required=True)
+    c = cmd(q, "dispatch", cmd_queue_dispatch, "enqueue any registered job by name")
+    c.add_argument("task")
+    c.add_argument("--args", help='JSON: [positional], {"keyword": ...} or {"args": [...], "kwargs": {...}}')
+    cmd(q, "cancel", cmd_queue_cancel, "remove a pending or scheduled job").add_argument("job_id")
+    cmd(q, "recover", cmd_queue_recover, "re-enqueue the work of dead runners now")
+
+    c = groups.add_parser("runs", help="run history, newest first", parents=[common, json_flag, paging])
+    c.set_defaults(handler=cmd_runs)
+    c.add_argument("--task")
+    c.add_argument("--status", help="success, failed, retrying, skipped, running, enqueued, ...")
+    c.add_argument("--search")
+
+    b = group("batch", "groups of jobs with progress")
+    cmd(b, "list", cmd_batch_list, "batches in progress (--all: every batch)", [json_flag]).add_argument(
+        "--all", action="store_true")
+    b.choices["list"].add_argument("--limit", type=int, default=50)
+    cmd(b, "cancel", cmd_batch_cancel, "cancel a batch: jobs not yet started are skipped").add_argument("id")
+
+    r = group("runner", "runners and their heartbeats")
+    cmd(r, "list", cmd_runner_list, "live runners (--all: stopped ones too)", [json_flag]).add_argument(
+        "--all", action="store_true")
+
+    lk = group("lock", "periodic-task locks")
+    cmd(lk, "list", cmd_lock_list, "locks held", [json_flag])
+    c = cmd(lk, "release", cmd_lock_release, "release a stale lock")
+    c.add_argument("name")
+    c.add_argument("--force", action="store_true", help="release even if the holder is alive")
+
+    c = groups.add_parser("health", help="system health readings", parents=[common, json_flag])
+    c.set_defaults(handler=cmd_health)
+    c.add_argument("--check", action="store_true", help="take a reading now")
+    c.add_argument("--history", action="store_true", help="readings over time")
+    c.add_argument("--tenant", help="with --history: this tenant (slug or id)")
+    c.add_argument("--limit", type=int, default=60)
+
+    d = group("db", "database schema")
+    cmd(d, "upgrade", cmd_db_upgrade, "create or upgrade the schema").set_defaults(needs_runtime=False)
+    cmd(d, "current", cmd_db_current, "show the schema revision").set_defaults(needs_runtime=False)
+
+    t = group("tenant", "tenants")
+    c = cmd(t, "add", cmd_tenant_add, "add a tenant")
+    c.add_argument("slug")
+    c.add_argument("--name")
+    cmd(t, "list", cmd_tenant_list, "list tenants", [json_flag])
+
+    u = group("user", "users")
+    c = cmd(u, "add", cmd_user_add, "add a user to a tenant")
+    c.add_argument("name")
+    c.add_argument("--tenant", required=True, help="slug or id")
+    c.add_argument("--email")
+    cmd(u, "list", cmd_user_list, "list users", [json_flag]).add_argument("--tenant")
+
+    c = groups.add_parser("audit", help="operator audit log", parents=[common, json_flag])
+    c.set_defaults(handler=cmd_audit)
+    c.add_argument("--limit", type=int, default=50)
+
+    c = groups.add_parser("log", help="the log tail ('Running scheduled command', 'Processing job')",
+                          parents=[common])
+    c.set_defaults(handler=cmd_log)
+    c.add_argument("-n", "--lines", type=int, default=50)
+    c.add_argument("-f", "--follow", action="store_true")
+
+    c = groups.add_parser("deploy", help="print a systemd unit or Supervisor program for this install",
+                          parents=[common])
+    c.set_defaults(handler=cmd_deploy, needs_runtime=False)
+    c.add_argument("kind", choices=["systemd", "supervisor"])
+
+    be = group("bench", "benchmarks against the bare libraries")
+    c = cmd(be, "queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio")
+    c.set_defaults(needs_runtime=False)
+    c.add_argument("--jobs", type=int, default=20_000)
+    c.add_argument("--workers", type=int, default=4)
+    c.add_argument("--store", action="append", choices=["sqlite", "redis"], help="default: both")
+    c.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+
+    for module, fn in (("erpq.webhooks.cli", "register"), ("erpq.webhooks.cli", "register_events")):
+        try:
+            mod = __import__(module, fromlist=[fn])
+        except ImportError:
+            continue
+        register = getattr(mod, fn, None)
+        if register is not None:
+            register(groups, common)
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None
+    rt = None
+    try:
+        if getattr(args, "needs_runtime", True):
+            rt = _runtime(args)
+        return args.handler(args, rt) or 0
+    except ConfigError as exc:
+        print(f"erpq: config error: {exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"erpq: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from .ops import OpsError
+        from .runtime import SchemaOutOfDate, UnknownTask
+
+        if isinstance(exc, OpsError | UnknownTask | SchemaOutOfDate):
+            print(f"erpq: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, SchemaOutOfDate) else 1
+        raise
+    finally:
+        if rt is not None:
+            rt.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
