@@ -373,3 +373,116 @@ def test_recovered_job_runs_to_completion(rt):
     (run,) = runs(rt, task_id=task_id)
     assert run.status == "success"
     assert rt.huey.storage.inflight_count() == 0
+
+
+def test_dead_runner_locks_are_released_on_recovery(rt):
+    from erpq.runtime import locks
+
+    rt.enqueue("TestEcho", "x")
+    add_ghost_runner(rt, heartbeat_age_s=3600)
+    assert locks.acquire(rt.Session, "periodic:crm:check-activity-reminders", GHOST, 600)
+    claim_as_ghost(rt)
+    assert rt.recover_dead_runners() == 1
+    assert locks.holder_of(rt.Session, "periodic:crm:check-activity-reminders") is None
+
+
+# ---------------------------------------------------------------- more retry paths
+
+
+def test_delayed_retry_waits_on_the_schedule(rt, ops):
+    task_id = rt.enqueue("TestFailDelayed", 1)
+    assert work(rt) == 1
+    assert [r.status for r in runs(rt, task_id=task_id)] == ["retrying"]
+    sched = ops.scheduled()
+    assert sched.total == 1
+    (info,) = sched.items
+    assert (info.id, info.attempt) == (task_id, 2)
+    assert info.eta >= utcnow() + dt.timedelta(seconds=50)
+    assert rt.huey.pending_count() == 0 and rt.huey.storage.inflight_count() == 0
+    assert failed_rows(rt) == []
+
+
+def test_batch_counts_a_retried_job_once(rt):
+    batch_id = rt.dispatch_batch("fails", "TestFail", [((1,), {}), ((2,), {})])
+    assert work(rt) == 4
+    b = batch_row(rt, batch_id)
+    assert (b.total, b.pending, b.failed) == (2, 0, 2)
+    assert b.finished_at is not None
+
+
+# ---------------------------------------------------------------- runners
+
+
+def test_runner_registers_and_marks_itself_stopped(rt, ops):
+    r = EmbeddedRunner(rt, workers=1, periodic=False)
+    r.start()
+    try:
+        (info,) = [x for x in ops.runners() if x.id == rt.runner_id]
+        assert info.alive and info.kind == "embedded" and info.workers == 1
+        first_beat = info.heartbeat_at
+        wait_until(lambda: next(x for x in ops.runners() if x.id == rt.runner_id).heartbeat_at > first_beat,
+                   message="a heartbeat")
+    finally:
+        r.stop()
+    assert [x for x in ops.runners() if x.id == rt.runner_id] == []
+    (info,) = [x for x in ops.runners(include_stopped=True) if x.id == rt.runner_id]
+    assert info.stopped_at is not None and not info.alive
+
+
+def test_runner_declared_dead_comes_back(rt, runner):
+    runner(workers=1)
+    with rt.session() as s:  # what another runner's reaper does after a long stall
+        s.get(Runner, rt.runner_id).stopped_at = utcnow()
+
+    def alive_again():
+        with rt.read_session() as s:
+            return s.get(Runner, rt.runner_id).stopped_at is None
+
+    wait_until(alive_again, message="the runner to re-register")
+    rt.enqueue("TestEcho", "still working")
+    wait_until(lambda: testjobs.ECHOED == ["still working"], message="the job to run")
+
+
+def test_graceful_stop_waits_for_running_job(rt, ops):
+    started, release = testjobs.block("g1")
+    task_id = rt.enqueue("TestBlock", "g1")
+    r = EmbeddedRunner(rt, workers=1, periodic=False)
+    r.start()
+    assert started.wait(30)
+    stopper = threading.Thread(target=r.stop)
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive()  # still waiting for the job
+    release.set()
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert [x.status for x in runs(rt, task_id=task_id)] == ["success"]
+    assert rt.huey.storage.inflight_count() == 0
+
+
+# ---------------------------------------------------------------- retention
+
+
+def test_prune_keeps_the_newest_history_rows_and_drops_old_forgotten_failures(tmp_path):
+    from conftest import make_settings
+
+    rt = Runtime(make_settings(tmp_path, retention={"history_rows": 5, "undo_minutes": 10}))
+    try:
+        ids = [rt.enqueue("TestEcho", i) for i in range(8)]
+        for _ in range(3):
+            rt.enqueue("TestFailNow", 0)
+        work(rt)
+        rt.history.flush()
+        ops = Ops(rt, actor=Actor("tester", None, "cli"))
+        fids = [f.id for f in failed_rows(rt)]
+        ops.forget(fids[:2])
+        with rt.session() as s:  # one forgotten long ago, one just now
+            s.get(FailedJob, fids[0]).deleted_at = utcnow() - dt.timedelta(minutes=11)
+        out = rt.prune()
+        assert out["job_runs"] == 6 and out["failed_jobs"] == 1
+        remaining = runs(rt)
+        assert len(remaining) == 5
+        assert [r.task_id for r in remaining if r.task_name == "TestEcho"] == ids[6:]
+        assert [f.id for f in failed_rows(rt)] == fids[1:]
+    finally:
+        rt.close()

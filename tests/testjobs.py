@@ -65,3 +65,8 @@ def block_job(key):
     if not release.wait(30):
         raise TimeoutError(f"TestBlock {key} was never released")
     ECHOED.append(key)
+
+
+@job("TestFailDelayed", retries=1, retry_delay=60)
+def fail_delayed_job(x=None):
+    raise ValueError(f"later {x}")
