@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import JSONType, LongBinary, LongText, Base, utcnow
+from .db import Base, JSONType, LongBinary, LongText, utcnow
 
 Str = sa.String
 

@@ -29,7 +29,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from .db import utcnow
-from .models import AuditLog, FailedJob, JobBatch, JobRun, Lock, Runner, ScheduleState, SystemHealth, Tenant, User
+from .models import (
+    AuditLog,
+    FailedJob,
+    JobBatch,
+    JobRun,
+    Lock,
+    Runner,
+    ScheduleState,
+    SystemHealth,
+    Tenant,
+    User,
+)
 from .runtime import Runtime, UnknownTask, locks
 from .runtime.history import summarize_args
 from .runtime.registry import JOBS, periodic_specs

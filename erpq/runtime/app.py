@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from ..db import session_scope, utcnow
 from ..models import FailedJob, JobRun
 from . import locks
-from .history import json_safe, summarize_args
+from .history import json_safe
 from .registry import JOBS, periodic_specs
 from .schedule import due_tick
 
@@ -52,6 +52,9 @@ class _Run:
     final: bool = False
     skip: str | None = None
     lock: str | None = None
+
+
+_VERBS = {"success": "Processed", "retrying": "Retrying", "failed": "Failed"}
 
 
 def lock_name(task_name: str) -> str:
@@ -147,7 +150,7 @@ class ErpqHuey(Huey):
                 raise CancelExecution(retry=False)
             run.lock = name
             self._update_periodic_run(task, status="running", started_at=utcnow(), runner=rt.runner_id)
-        log.info("Processing job: %s %s", task.name, task.id)
+        self.runtime.job_log(logging.INFO, "Processing job: %s %s", task.name, task.id)
 
     def _after_run(self, task, value, exception):
         run: _Run = self._ctx.run
@@ -209,12 +212,11 @@ class ErpqHuey(Huey):
             rt.history.batch_done(meta["batch_id"], task.id if status == "failed" else None)
 
         if status in ("success", "retrying", "failed"):
-            log_fn = log.info if status == "success" else log.warning
-            log_fn("%s job: %s %s (%.3fs)%s", {"success": "Processed", "retrying": "Retrying",
-                                               "failed": "Failed"}[status],
-                   task.name, task.id, duration, f": {error}" if error else "")
+            rt.job_log(logging.INFO if status == "success" else logging.WARNING,
+                       "%s job: %s %s (%.3fs)%s", _VERBS[status], task.name, task.id, duration,
+                       f": {error}" if error else "")
         else:
-            log.info("Skipped job: %s %s (%s)", task.name, task.id, error or status)
+            rt.job_log(logging.INFO, "Skipped job: %s %s (%s)", task.name, task.id, error or status)
 
     def record_failure(self, task, exc: BaseException | None, attempts: int,
                        reason: str = "error", message: str | None = None) -> int:

@@ -29,7 +29,15 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..config import load as load_settings
-from ..db import current_revision, head_revision, make_engine, make_sessionmaker, session_scope, upgrade, utcnow
+from ..db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    make_sessionmaker,
+    session_scope,
+    upgrade,
+    utcnow,
+)
 from ..models import FailedJob, JobBatch, JobRun, Runner, ScheduleState, SystemHealth
 from . import locks
 from .app import ErpqHuey
@@ -72,6 +80,7 @@ class Runtime:
             self._prepare_database(upgrade_sqlite)
         self.history = HistoryWriter(self.engine, self.runner_id)
         self._log_key = configure_logging(settings)
+        self.job_log = job_logger(self._log_key)
         load_capabilities()
         self.huey = self._build_huey()
         self.tasks = {
@@ -316,11 +325,77 @@ def _pid_alive(pid: int) -> bool:
 
 
 class _FastQueueHandler(logging.handlers.QueueHandler):
-    """Queue the record as is: the listener formats it (erpq's log arguments are
+    """Queue the record as is: the writer formats it (erpq's log arguments are
     immutable strings and numbers, so deferring the formatting is safe)."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+
+class _BatchFileWriter:
+    """Writes queued log records to a file in batches: one write, one flush and
+    one rotation check (reopen when logrotate moved the file) per batch, instead
+    of per line, so two lines per job cost the workers almost nothing."""
+
+    INTERVAL_S = 0.2
+
+    def __init__(self, path, records: queue.SimpleQueue, formatter: logging.Formatter):
+        self.path, self.records, self.formatter = str(path), records, formatter
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._ino = os.fstat(self._fh.fileno()).st_ino
+        self._thread = threading.Thread(target=self._run, name="erpq-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # Poll rather than block on get(): a blocked reader is woken by every
+        # put, and that wake-up (a GIL hand-over per log line) is what costs.
+        while True:
+            time.sleep(self.INTERVAL_S)
+            batch = []
+            while True:
+                try:
+                    batch.append(self.records.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(r is None for r in batch)
+            lines = [self._format(r) for r in batch if r is not None]
+            if lines:
+                self._write("\n".join(lines) + "\n")
+            if stop:
+                self._fh.close()
+                return
+
+    def _format(self, record) -> str:
+        try:
+            if isinstance(record, tuple):  # from job_log(): (epoch, level, thread, msg, args)
+                ts, level, thread, msg, args = record
+                return f"{self._asctime(ts)} {level} [{thread}] {msg % args}"
+            return self.formatter.format(record)
+        except Exception:
+            return f"(unformattable log record: {record!r})"
+
+    _second: tuple[int, str] = (-1, "")
+
+    def _asctime(self, ts: float) -> str:
+        sec = int(ts)
+        if sec != self._second[0]:
+            self._second = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
+        return f"{self._second[1]},{int((ts - sec) * 1000):03d}"
+
+    def _write(self, text: str) -> None:
+        try:
+            if os.stat(self.path).st_ino != self._ino:
+                raise FileNotFoundError
+        except FileNotFoundError:
+            self._fh.close()
+            self._fh = open(self.path, "a", encoding="utf-8")
+            self._ino = os.fstat(self._fh.fileno()).st_ino
+        self._fh.write(text)
+        self._fh.flush()
+
+    def stop(self) -> None:
+        self.records.put(None)
+        self._thread.join(timeout=5)
 
 
 _log_handlers: dict[str, tuple[list, int]] = {}
@@ -330,7 +405,7 @@ _log_lock = threading.Lock()
 def configure_logging(settings: Settings) -> str | None:
     """Send erpq's log lines (and Huey's warnings) to the configured file.
 
-    Handlers are shared per file and counted; ``release_logging`` with the
+    Writers are shared per file and counted; ``release_logging`` with the
     returned key detaches them when the last runtime using the file closes.
     """
     path = settings.path(settings.log.path)
@@ -341,27 +416,37 @@ def configure_logging(settings: Settings) -> str | None:
             handlers, count = _log_handlers[key]
             _log_handlers[key] = (handlers, count + 1)
             return key
+        fmt = logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(message)s")
+        records: queue.SimpleQueue = queue.SimpleQueue()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-            huey_handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+            writer = _BatchFileWriter(path, records, fmt)
         except OSError as exc:
             logging.getLogger("erpq").warning("cannot open log file %s: %s", path, exc)
             return None
-        fmt = logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(message)s")
-        handler.setFormatter(fmt)
-        huey_handler.setFormatter(fmt)
+        erpq_handler = _FastQueueHandler(records)
+        huey_handler = _FastQueueHandler(records)
         huey_handler.setLevel(logging.WARNING)  # Huey's own warnings: task exceptions with tracebacks
-        # Workers only queue their records; a listener thread formats and writes
-        # them, so two log lines per job stay off the workers' path.
-        records: queue.SimpleQueue = queue.SimpleQueue()
-        queue_handler = _FastQueueHandler(records)
-        listener = logging.handlers.QueueListener(records, handler)
-        listener.start()
-        logging.getLogger("erpq").addHandler(queue_handler)
+        logging.getLogger("erpq").addHandler(erpq_handler)
         logging.getLogger("huey").addHandler(huey_handler)
-        _log_handlers[key] = ([queue_handler, huey_handler, listener, handler], 1)
+        _log_handlers[key] = ([erpq_handler, huey_handler, writer], 1)
         return key
+
+
+def job_logger(key: str | None):
+    """A cheap ``log(level, msg, *args)`` for the per-job lines: it queues a tuple
+    for the file writer instead of building a LogRecord (two lines per job)."""
+    logger = logging.getLogger("erpq.runner")
+    if key is None or key not in _log_handlers:
+        return logger.log
+    records = _log_handlers[key][0][2].records
+    names = logging.getLevelName
+
+    def log(level: int, msg: str, *args) -> None:
+        if logger.isEnabledFor(level):
+            records.put((time.time(), names(level), threading.current_thread().name, msg, args))
+
+    return log
 
 
 def release_logging(key: str | None) -> None:
@@ -373,12 +458,10 @@ def release_logging(key: str | None) -> None:
             _log_handlers[key] = (handlers, count - 1)
             return
         _log_handlers.pop(key, None)
-    queue_handler, huey_handler, listener, file_handler = handlers
-    logging.getLogger("erpq").removeHandler(queue_handler)
+    erpq_handler, huey_handler, writer = handlers
+    logging.getLogger("erpq").removeHandler(erpq_handler)
     logging.getLogger("huey").removeHandler(huey_handler)
-    listener.stop()  # writes what is still queued
-    file_handler.close()
-    huey_handler.close()
+    writer.stop()  # writes what is still queued
 
 
 # ------------------------------------------------------------ the process's runtime

@@ -1,13 +1,14 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 12:50:26.498210
 """
-from alembic import op
 import sqlalchemy as sa
-import erpq.db
+from alembic import op
 from sqlalchemy.dialects import mysql
+
+import erpq.db
 
 revision = '0001'
 down_revision = None
