@@ -229,6 +229,7 @@ class ReliableRedisStorage(RedisStorage):
         self.runner_id = runner_id
         self._claims = _ClaimState()
         self.runners_key = f"huey.erpq.runners.{self.name}"
+        self._registered: str | None = None
         self._requeue = self.conn.register_script(_REQUEUE_LUA)
         self._release_and_take = self.conn.register_script(_RELEASE_AND_TAKE_LUA)
 
@@ -236,7 +237,9 @@ class ReliableRedisStorage(RedisStorage):
         return f"huey.erpq.inflight.{self.name}.{runner or self.runner_id}"
 
     def register_runner(self) -> None:
+        """List this runner, so that reapers find its in-flight list."""
         self.conn.sadd(self.runners_key, self.runner_id)
+        self._registered = self.runner_id
 
     def delete_later(self, key: str) -> None:
         """Delete a result-store key (a revoke flag) with this thread's next dequeue."""
@@ -246,6 +249,8 @@ class ReliableRedisStorage(RedisStorage):
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
         key = self.inflight_key()
+        if self._registered != self.runner_id:
+            self.register_runner()
         if release is not None or stale:
             # One round trip: drop the finished claim and stale keys, take the next task.
             data = self._release_and_take(keys=[key, self.queue_key, self.result_key],
