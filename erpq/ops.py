@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import getpass
 import json
 import os
 import re
 import shlex
 import socket
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -298,21 +300,57 @@ def normalise_message(message: str) -> str:
     return text[:200]
 
 
+def _audited(method):
+    """Write the audit rows an action queued with ``_act`` only if it succeeds."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        state = self._audit_state
+        outer = getattr(state, "pending", None)
+        if outer is not None:  # nested action: the outermost one writes
+            return method(self, *args, **kwargs)
+        state.pending = []
+        try:
+            result = method(self, *args, **kwargs)
+            rows = state.pending
+        finally:
+            state.pending = None
+        self._write_audit(rows)
+        return result
+
+    return wrapper
+
+
 class Ops:
     def __init__(self, runtime: Runtime, actor: Actor | None = None, read_only: bool = False):
         self.rt = runtime
         self.actor = actor or Actor.detect("api")
         self.read_only = read_only
+        self._audit_state = threading.local()
 
     # ------------------------------------------------------------ helpers
     def _act(self, action: str, target: str | None, command: str, detail: Any = None) -> None:
-        """Refuse in read-only mode, else write the audit row."""
+        """Refuse in read-only mode; else audit the action.
+
+        Inside an ``@_audited`` method the row is written only once the method
+        succeeds (a refused or failed action leaves no audit entry); elsewhere
+        it is written at once.
+        """
         if self.read_only:
             raise ReadOnly(f"read-only mode: '{action}' is refused (equivalent: {command})")
-        with self.rt.session() as s:
-            s.add(AuditLog(actor=self.actor.user, client=self.actor.client, source=self.actor.source,
-                           action=action, target=target, command=command,
-                           detail=json.dumps(detail, default=str) if detail is not None else None))
+        row = AuditLog(actor=self.actor.user, client=self.actor.client, source=self.actor.source,
+                       action=action, target=target, command=command,
+                       detail=json.dumps(detail, default=str) if detail is not None else None)
+        pending = getattr(self._audit_state, "pending", None)
+        if pending is not None:
+            pending.append(row)
+        else:
+            self._write_audit([row])
+
+    def _write_audit(self, rows: list[AuditLog]) -> None:
+        if rows:
+            with self.rt.session() as s:
+                s.add_all(rows)
 
     def check_writable(self, action: str) -> None:
         if self.read_only:
@@ -374,15 +412,18 @@ class Ops:
             raise NotFound(f"unknown scheduled task {name!r} (known: {known})")
         return name
 
+    @_audited
     def trigger(self, name: str) -> str:
         """Run a periodic task now (in addition to its schedule); returns the task id."""
         self._periodic(name)
         self._act("schedule.run", name, f"erpq schedule run {shlex.quote(name)}")
         return self.rt.trigger_periodic(name, trigger="manual")
 
+    @_audited
     def pause(self, name: str) -> None:
         self._set_paused(name, True)
 
+    @_audited
     def resume(self, name: str) -> None:
         self._set_paused(name, False)
 
@@ -471,6 +512,7 @@ class Ops:
                     found.append(info)
         return found[offset: offset + limit]
 
+    @_audited
     def cancel_job(self, job_id: str, key: str | None = None) -> None:
         """Remove a pending or scheduled job before it runs."""
         storage = self.rt.huey.storage
@@ -496,6 +538,7 @@ class Ops:
         k = _key_value(key)
         return storage.remove_enqueued(k) or storage.remove_scheduled(k)
 
+    @_audited
     def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None) -> str:
         """Enqueue any registered job by name; returns the task id."""
         if task_name not in self.rt.tasks:
@@ -562,6 +605,7 @@ class Ops:
                         c.ids.append(fid)
         return sorted(clusters.values(), key=lambda c: (-c.count, c.task_name))[:limit]
 
+    @_audited
     def retry(self, ids: list[int]) -> list[str]:
         """Re-enqueue failed jobs as new attempts; returns the new task ids.
 
@@ -614,6 +658,7 @@ class Ops:
             rt.huey.enqueue(task)  # inside the transaction: a failed enqueue un-marks the row
             return task.id
 
+    @_audited
     def retry_all(self, task: str | None = None, search: str | None = None) -> int:
         with self.rt.read_session() as s:
             ids = list(s.scalars(self._failed_query(task, search)
@@ -624,6 +669,7 @@ class Ops:
         with self.rt.read_session() as s:
             return s.scalar(sa.select(sa.func.count()).select_from(self._failed_query(task, search).subquery())) or 0
 
+    @_audited
     def forget(self, ids: list[int] | int) -> int:
         """Hide failed jobs (restorable with ``restore`` for retention.undo_minutes)."""
         ids = [ids] if isinstance(ids, int) else list(ids)
@@ -635,18 +681,22 @@ class Ops:
             raise NotFound(f"no failed job with id {', '.join(map(str, ids))}")
         return n
 
+    @_audited
     def flush_failed(self, task: str | None = None) -> tuple[int, dt.datetime]:
-        """Hide every failed job (of a task); returns (count, mark) for ``restore_flushed``."""
+        """Hide every failed job awaiting action (of a task); returns (count, mark) for
+        ``restore(since=mark)``."""
         cmd = "erpq queue flush" + (f" --task {shlex.quote(task)}" if task else "")
         self._act("failed.flush", task or "*", cmd)
         mark = utcnow()
         with self.rt.session() as s:
-            q = sa.update(FailedJob).where(FailedJob.deleted_at.is_(None))
+            # The failures awaiting action (retried ones stay, as the history of their retry).
+            q = sa.update(FailedJob).where(FailedJob.deleted_at.is_(None), FailedJob.retried_at.is_(None))
             if task:
                 q = q.where(FailedJob.task_name == task)
             n = s.execute(q.values(deleted_at=mark, deleted_by=self.actor.user)).rowcount
         return n, mark
 
+    @_audited
     def restore(self, ids: list[int] | None = None, since: dt.datetime | None = None) -> int:
         """Undo forget/flush: bring back forgotten failed jobs (by id, or hidden since a time)."""
         self._act("failed.restore", ",".join(map(str, ids or [])) or str(since), "erpq queue restore"
@@ -659,6 +709,7 @@ class Ops:
         with self.rt.session() as s:
             return s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
 
+    @_audited
     def prune_failed(self, hours: float) -> int:
         if hours < 0:
             raise OpsError("--hours must be 0 or more")
@@ -714,6 +765,7 @@ class Ops:
                 raise NotFound(f"no batch with id {batch_id!r}")
             return _batch_info(row)
 
+    @_audited
     def cancel_batch(self, batch_id: str) -> None:
         """Cancel a batch: its jobs not yet started are skipped."""
         self.batch(batch_id)
@@ -756,6 +808,7 @@ class Ops:
                          (now - r.acquired_at).total_seconds(),
                          r.expires_at < now or r.holder not in alive) for r in rows]
 
+    @_audited
     def release_lock(self, name: str, force: bool = False) -> None:
         """Release a lock whose holder is gone (``force`` releases a live one too)."""
         info = next((lk for lk in self.locks() if lk.name == name), None)
@@ -807,6 +860,7 @@ class Ops:
             return [TenantInfo(t.id, t.slug, t.name, t.is_active, t.created_at)
                     for t in s.scalars(sa.select(Tenant).order_by(Tenant.slug))]
 
+    @_audited
     def add_tenant(self, slug: str, name: str | None = None) -> TenantInfo:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", slug or ""):
             raise OpsError(f"tenant slug {slug!r} is invalid: use lowercase letters, digits and '-' (max 64)")
@@ -838,6 +892,7 @@ class Ops:
         with self.rt.read_session() as s:
             return [UserInfo(u.id, u.tenant_id, slug, u.name, u.email, u.is_active) for u, slug in s.execute(q)]
 
+    @_audited
     def add_user(self, tenant: str, name: str, email: str | None = None) -> UserInfo:
         tid = self.tenant_id(tenant)
         if not name.strip():
