@@ -38,7 +38,31 @@ class _ClaimState(threading.local):
     stale_keys: tuple = ()  # result-store keys (revoke flags) to drop at the next dequeue
 
 
-class ReliableSqliteStorage(SqliteStorage):
+class _Claims:
+    """Claim bookkeeping shared by both storages (``_claims`` is per thread; each
+    storage defines ``release_pending``)."""
+
+    _claims: _ClaimState
+
+    def finish_claim(self) -> None:
+        """The current task is done: release its claim with the next dequeue."""
+        claim, self._claims.claim = self._claims.claim, None
+        if claim is not None:
+            if self._claims.release is not None:
+                self.release_pending()
+            self._claims.release = claim
+
+    def drop_claim(self) -> None:
+        """Forget the current claim without releasing it (the task did not finish)."""
+        self._claims.claim = None
+
+    def delete_later(self, key: str) -> None:
+        """Delete a result-store key (Huey clears each finished task's revoke flag)
+        with this thread's next dequeue, saving a write per job."""
+        self._claims.stale_keys += (key,)
+
+
+class ReliableSqliteStorage(_Claims, SqliteStorage):
     table_inflight = (
         "create table if not exists erpq_inflight ("
         "id integer not null primary key, queue text not null, runner text not null, "
@@ -53,11 +77,6 @@ class ReliableSqliteStorage(SqliteStorage):
         super().__init__(*args, **kwargs)
 
     # -- taking and releasing work
-    def delete_later(self, key: str) -> None:
-        """Delete a kv key with this thread's next dequeue (Huey clears each
-        finished task's revoke flag; riding along saves a transaction per job)."""
-        self._claims.stale_keys += (key,)
-
     def _cleanup(self, curs, release) -> None:
         if release is not None:
             curs.execute("delete from erpq_inflight where id = ?", (release,))
@@ -89,18 +108,6 @@ class ReliableSqliteStorage(SqliteStorage):
             )
             self._claims.claim = curs.lastrowid
             return data
-
-    def finish_claim(self) -> None:
-        """The current task is done: release its claim with the next dequeue."""
-        claim, self._claims.claim = self._claims.claim, None
-        if claim is not None:
-            if self._claims.release is not None:
-                self.release_pending()
-            self._claims.release = claim
-
-    def drop_claim(self) -> None:
-        """Forget the current claim without releasing it (the task did not finish)."""
-        self._claims.claim = None
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
@@ -223,7 +230,7 @@ return redis.call('lmove', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
 """
 
 
-class ReliableRedisStorage(RedisStorage):
+class ReliableRedisStorage(_Claims, RedisStorage):
     def __init__(self, *args, runner_id: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.runner_id = runner_id
@@ -240,10 +247,6 @@ class ReliableRedisStorage(RedisStorage):
         """List this runner, so that reapers find its in-flight list."""
         self.conn.sadd(self.runners_key, self.runner_id)
         self._registered = self.runner_id
-
-    def delete_later(self, key: str) -> None:
-        """Delete a result-store key (a revoke flag) with this thread's next dequeue."""
-        self._claims.stale_keys += (key,)
 
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
@@ -267,16 +270,6 @@ class ReliableRedisStorage(RedisStorage):
         if data is not None:
             self._claims.claim = data
         return data
-
-    def finish_claim(self) -> None:
-        claim, self._claims.claim = self._claims.claim, None
-        if claim is not None:
-            if self._claims.release is not None:
-                self.release_pending()
-            self._claims.release = claim
-
-    def drop_claim(self) -> None:
-        self._claims.claim = None
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
