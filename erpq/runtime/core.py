@@ -11,6 +11,7 @@ and registers every job and periodic task of the registry on it.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
 import logging.handlers
@@ -394,8 +395,9 @@ class _BatchFileWriter:
         self._fh.flush()
 
     def stop(self) -> None:
-        self.records.put(None)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self.records.put(None)
+            self._thread.join(timeout=5)
 
 
 _log_handlers: dict[str, tuple[list, int]] = {}
@@ -430,6 +432,7 @@ def configure_logging(settings: Settings) -> str | None:
         logging.getLogger("erpq").addHandler(erpq_handler)
         logging.getLogger("huey").addHandler(huey_handler)
         _log_handlers[key] = ([erpq_handler, huey_handler, writer], 1)
+        atexit.register(writer.stop)  # write what is queued when the process ends
         return key
 
 
