@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import make_settings
 from console_fixtures import seed_failed
+from polling import wait_until
 
 from erpq.models import JobRun, Lock, Runner
 from erpq.ops import Actor
@@ -172,11 +173,13 @@ async def test_queue_sections_paging_and_cancel(make_app, runtime):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await press(app, pilot, "2")
-        assert len(table(app, "queue").keys) == 100
-        assert "1–100 of 130" in head(app, "queue")
-        await press(app, pilot, "right_square_bracket")
+        assert len(table(app, "queue").keys) == 50  # a page, never the whole queue
+        assert "1–50 of 130" in head(app, "queue")
+        await press(app, pilot, "right_square_bracket", "right_square_bracket")
         assert "101–130 of 130" in head(app, "queue") and len(table(app, "queue").keys) == 30
-        await press(app, pilot, "left_square_bracket", "v")
+        await press(app, pilot, "right_square_bracket")  # no page past the end
+        assert "101–130 of 130" in head(app, "queue")
+        await press(app, pilot, "left_square_bracket", "left_square_bracket", "left_square_bracket", "v")
         assert head(app, "queue").startswith("pending 130 · [scheduled 1]")
         (key,) = table(app, "queue").keys
         assert table(app, "queue").cells(key)[2] == "in 59m59s" or table(app, "queue").cells(key)[2].startswith("in ")
@@ -381,6 +384,8 @@ async def test_activity_newest_first_filters_and_log(make_app, runtime):
     add_runs(runtime, [("SendDealNotificationJob", "success"), ("DeliverWebhookJob", "failed"),
                        ("ExportReportJob", "success")])
     logging.getLogger("erpq.test").warning("Processing job: console-log-line")
+    # The runtime may hand log records to a writer thread: wait for the line to land.
+    wait_until(lambda: any("console-log-line" in x for x in ConsoleOps(runtime).log_tail(20)), timeout=10)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await press(app, pilot, "6")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import logging
 import signal
 import sys
@@ -73,7 +74,7 @@ class ErpqConsole(App):
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, ops: Any, settings: Any, *, mode: str = "attached", clock: Clock | None = None,
-                 poll: bool = True, install_signals: bool = False) -> None:
+                 poll: bool = True, install_signals: bool = False, tune_gc: bool = False) -> None:
         super().__init__()
         self.ops = ops
         self.settings = settings
@@ -81,6 +82,7 @@ class ErpqConsole(App):
         self.clock = clock
         self.polling_enabled = poll
         self.install_signals = install_signals
+        self.tune_gc = tune_gc
         self.tz = settings.schedule.timezone
         self.undo_minutes = settings.retention.undo_minutes
         self.counts: dict[str, int] = {}
@@ -92,6 +94,8 @@ class ErpqConsole(App):
         self.startup_messages: list[str] = []
         self._polling = False
         self._poll_again = False
+        # No animations: over SSH every animation frame is bytes on the wire.
+        self.animation_level = "none"
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -174,6 +178,8 @@ class ErpqConsole(App):
             view.show(data)
             if self.first_screen_at is None:
                 self.first_screen_at = time.perf_counter()
+                if self.tune_gc:
+                    self.call_after_refresh(_freeze_heap)
         if self._poll_again:
             self.poll_now()
 
@@ -356,6 +362,17 @@ class ErpqConsole(App):
         return cmds
 
 
+def _freeze_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    A full collection walks every tracked object; with the ~200,000 objects of
+    a started console it paused the event loop for 100-140 ms on a small
+    machine. Frozen objects are skipped, so the later collections only walk
+    what the polls allocate.
+    """
+    gc.freeze()
+
+
 def _one_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     from erpq.ops import OpsError
@@ -430,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     ops = ConsoleOps(rt, Actor.detect("console"), read_only=args.read_only)
     runner = None if args.attach else EmbeddedRunner(rt)
     mode = "attached" if args.attach else "embedded runner"
-    app = ErpqConsole(ops, settings, mode=mode, install_signals=True)
+    app = ErpqConsole(ops, settings, mode=mode, install_signals=True, tune_gc=True)
 
     def early_signal(signum, frame) -> None:  # before the event loop takes over
         app.exit_requested = True

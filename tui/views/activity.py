@@ -24,7 +24,7 @@ class ActivityView(View):
     KEY = "activity"
     PAGED = True
     COLUMNS = [("at", "Time", 8), ("task", "Task", 28), ("status", "Status", 9), ("took", "Took", 6),
-               ("trigger", "Trigger", 8), ("what", "Arguments / error", None)]
+               ("trigger", "Trigger", 8), ("what", "Arguments / error", 60)]
 
     BINDINGS = [
         Binding("f", "status_filter", "Status filter", id="activity.status"),

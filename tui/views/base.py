@@ -29,7 +29,7 @@ class View(Vertical):
     KEY: ClassVar[str] = ""
     COLUMNS: ClassVar[list[tuple[str, str, int | None]]] = []
     PAGED: ClassVar[bool] = False
-    PAGE_SIZE: ClassVar[int] = 100
+    PAGE_SIZE: ClassVar[int] = 50
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="view.filter"),

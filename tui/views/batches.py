@@ -19,7 +19,7 @@ class BatchesView(View):
     KEY = "batches"
     PAGED = True
     COLUMNS = [("name", "Batch", 20), ("kind", "Kind", 9), ("progress", "Progress", 17),
-               ("done", "Done/total", 13), ("failed", "Failed", 6), ("eta", "ETA", None)]
+               ("done", "Done/total", 13), ("failed", "Failed", 6), ("eta", "ETA", 9)]
 
     BINDINGS = [
         Binding("a", "toggle_all", "All/active", id="batches.all"),

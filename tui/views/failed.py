@@ -23,9 +23,9 @@ class FailedView(View):
     KEY = "failed"
     PAGED = True
     COLUMNS = [("id", "Id", 7), ("task", "Task", 22), ("when", "Failed", 8), ("attempts", "Try", 3),
-               ("error", "Error", None)]
+               ("error", "Error", 60)]
     CLUSTER_COLUMNS = [("count", "Count", 7), ("task", "Task", 22), ("last", "Last", 8),
-                       ("first", "First", 8), ("error", "Error", None)]
+                       ("first", "First", 8), ("error", "Error", 60)]
 
     BINDINGS = [
         Binding("g", "clusters", "Clusters", id="failed.clusters"),

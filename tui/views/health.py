@@ -30,7 +30,7 @@ class HealthView(View):
     TITLE = "Health"
     KEY = "health"
     COLUMNS = [("tenant", "Tenant", 16), ("status", "Status", 8), ("pending", "Pending", 8),
-               ("scheduled", "Sched", 7), ("failed", "Fail/h", 7), ("checked", "Checked", None)]
+               ("scheduled", "Sched", 7), ("failed", "Fail/h", 7), ("checked", "Checked", 8)]
 
     BINDINGS = [
         Binding("c", "check", "Check now", id="health.check"),

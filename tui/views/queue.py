@@ -20,7 +20,7 @@ class QueueView(View):
     KEY = "queue"
     PAGED = True
     COLUMNS = [("id", "Id", 8), ("task", "Task", 24), ("when", "When", 10), ("attempt", "Try", 3),
-               ("args", "Arguments", 18), ("where", "Runner/tenant", None)]
+               ("args", "Arguments", 18), ("where", "Runner/tenant", 30)]
 
     BINDINGS = [
         Binding("v", "section", "Pending/sched/running", id="queue.section"),

@@ -21,8 +21,8 @@ class RunnersView(View):
     TITLE = "Runners"
     KEY = "runners"
     COLUMNS = [("host", "Host", 16), ("pid", "Pid", 7), ("kind", "Kind", 8), ("workers", "Wkr", 3),
-               ("beat", "Heartbeat", 9), ("jobs", "Jobs", 4), ("state", "State", None)]
-    LOCK_COLUMNS = [("name", "Lock", 40), ("holder", "Holder", 18), ("age", "Age", 7), ("state", "State", None)]
+               ("beat", "Heartbeat", 9), ("jobs", "Jobs", 4), ("state", "State", 5)]
+    LOCK_COLUMNS = [("name", "Lock", 40), ("holder", "Holder", 18), ("age", "Age", 7), ("state", "State", 5)]
 
     BINDINGS = [
         Binding("l", "release", "Release lock", id="runners.release"),

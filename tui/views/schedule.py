@@ -27,7 +27,7 @@ class ScheduleView(View):
     KEY = "schedule"
     COLUMNS = [("task", "Task", 31), ("next", "Next", 9), ("last", "Last run", 8),
                ("result", "Result", 7), ("took", "Took", 6), ("state", "State", 7),
-               ("every", "Schedule", None)]
+               ("every", "Schedule", 24)]
 
     BINDINGS = [
         Binding("t", "trigger", "Run now", id="schedule.trigger"),

@@ -1,0 +1,325 @@
+"""Benchmark of erpq-console at scale.
+
+With 100,000 pending jobs, 100,000 failed jobs and 1,000,000 run-history rows in
+the store, measures (and prints):
+
+- time from start to the first full screen (target < 1.5 s): ``erpq-console
+  --attach`` is started in a pseudo-terminal; the clock stops when the status
+  line with the counts and the first periodic task are both on the screen;
+- the longest event-loop stall while polling for 60 s (target < 100 ms): the app
+  runs headless in this process, every view is visited in turn (failure clusters
+  and a text filter included) while a probe coroutine measures how late a 10 ms
+  sleep wakes up;
+- the CPU the console uses while idle (target < 5 % of a core at a 2 s poll),
+  from the process's CPU times over 20 idle seconds on the Schedule view;
+- the bytes written to the terminal over 10 idle seconds (target < 4 KiB),
+  ticking countdowns included.
+
+Stores: SQLite (default), then Redis + PostgreSQL (``--stores sqlite,redis-pg``)
+at redis://127.0.0.1:6379/15 and postgresql+psycopg://postgres@127.0.0.1:5432/test
+with a dedicated queue name; the PostgreSQL tables are dropped and recreated.
+
+    python bench/console.py                   # both stores
+    python bench/console.py --stores sqlite --stall-seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import fcntl
+import os
+import pty
+import select
+import shutil
+import signal
+import sqlite3
+import struct
+import sys
+import tempfile
+import termios
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+QUEUE_NAME = "erpq-console-bench"
+
+PENDING = 100_000
+FAILED = 100_000
+RUNS = 1_000_000
+
+
+# ====================================================================== seeding
+
+
+def write_config(tmp: Path, store: str) -> Path:
+    if store == "sqlite":
+        queue, db = 'url = "sqlite:///queue.db"', 'url = "sqlite:///erpq.db"'
+    else:
+        queue, db = f'url = "{REDIS_URL}"\nname = "{QUEUE_NAME}"', f'url = "{PG_URL}"'
+    cfg = tmp / "config.toml"
+    cfg.write_text(f"[queue]\n{queue}\n[database]\n{db}\n[log]\npath = \"erpq.log\"\n"
+                   "[console]\npoll_s = 2.0\n")
+    return cfg
+
+
+def reset_server_stores() -> None:
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter(f"*{QUEUE_NAME}*"):
+        r.delete(key)
+    engine = sa.create_engine(PG_URL)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.begin() as conn:
+        for table in reversed(meta.sorted_tables):
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}" CASCADE')
+    from erpq.db import upgrade
+
+    upgrade(engine)
+    engine.dispose()
+
+
+def seed(cfg: Path, store: str) -> None:
+    from erpq.config import load
+    from erpq.models import FailedJob, JobRun
+    from erpq.runtime import Runtime
+    from erpq.runtime.registry import periodic_specs
+
+    if store != "sqlite":
+        reset_server_stores()
+    rt = Runtime(load(cfg))
+    try:
+        jobs = sorted(n for n, spec in _jobs().items() if not spec.periodic)
+        job = "DeliverWebhookJob" if "DeliverWebhookJob" in jobs else jobs[0]
+        periodic = [s.name for s in periodic_specs()]
+        t0 = time.perf_counter()
+        data = rt.huey.serialize_task(rt.tasks[job].s(delivery_id=1))
+        storage = rt.huey.storage
+        if store == "sqlite":
+            path = rt.settings.sqlite_path(rt.settings.queue.url)
+            with sqlite3.connect(path) as conn:
+                conn.executemany("insert into task (queue, data, priority) values (?, ?, 0)",
+                                 ((storage.name, data) for _ in range(PENDING)))
+        else:
+            for start in range(0, PENDING, 10_000):
+                storage.conn.lpush(storage.queue_key, *([data] * min(10_000, PENDING - start)))
+        t1 = time.perf_counter()
+        now = dt.datetime.now(dt.UTC)
+        payload = rt.huey.serialize_task(rt.tasks[job].s(delivery_id=1))
+        with rt.engine.begin() as conn:
+            for start in range(0, FAILED, 20_000):
+                conn.execute(sa.insert(FailedJob), [
+                    {"task_id": f"failed-{i}", "task_name": job, "args": {"args": [], "kwargs": {"delivery_id": i}},
+                     "payload": payload, "exception_type": "ConnectError" if i % 3 else "HTTPStatusError",
+                     "exception": f"connection refused: 10.0.{i % 7}.{i % 250}" if i % 3 else f"status {500 + i % 4}",
+                     "traceback": "Traceback (most recent call last):\n  ...\nConnectError: refused",
+                     "attempts": 3, "failed_at": now - dt.timedelta(seconds=i), "reason": "error"}
+                    for i in range(start, min(FAILED, start + 20_000))])
+        t2 = time.perf_counter()
+        names = periodic + jobs
+        with rt.engine.begin() as conn:
+            for start in range(0, RUNS, 50_000):
+                conn.execute(sa.insert(JobRun), [
+                    {"task_id": f"run-{i}", "task_name": names[i % len(names)],
+                     "kind": "periodic" if names[i % len(names)] in periodic else "job",
+                     "status": "failed" if i % 10 == 0 else "success", "attempt": 1,
+                     "enqueued_at": now - dt.timedelta(seconds=RUNS - i),
+                     "started_at": now - dt.timedelta(seconds=RUNS - i),
+                     "finished_at": now - dt.timedelta(seconds=RUNS - i - 0.2), "duration_s": 0.2,
+                     "runner": "bench:1:abc", "args_summary": f"delivery_id={i}",
+                     "error": "ConnectError: refused" if i % 10 == 0 else None}
+                    for i in range(start, min(RUNS, start + 50_000))])
+        t3 = time.perf_counter()
+        print(f"  seeded {PENDING:,} pending in {t1 - t0:.1f}s, {FAILED:,} failed in {t2 - t1:.1f}s, "
+              f"{RUNS:,} runs in {t3 - t2:.1f}s")
+    finally:
+        rt.close()
+
+
+def _jobs():
+    from erpq.runtime import JOBS
+    from erpq.runtime.registry import load_capabilities
+
+    load_capabilities()
+    return JOBS
+
+
+# ====================================================================== the pty run
+
+
+def console_argv() -> list[str]:
+    exe = shutil.which("erpq-console", path=str(Path(sys.executable).parent))
+    return [exe, "--attach"] if exe else [sys.executable, "-m", "tui.app", "--attach"]
+
+
+def spawn(argv: list[str], env: dict[str, str], cols: int = 80, rows: int = 24) -> tuple[int, int]:
+    pid, fd = pty.fork()
+    if pid == 0:  # child: size the terminal, then become the console
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.execve(argv[0], argv, env)
+    return pid, fd
+
+
+def read_for(fd: int, seconds: float, until: list[bytes] | None = None, buf: bytearray | None = None) -> tuple[int, float | None]:
+    """Read the terminal for up to ``seconds``; returns (bytes read, time the
+    ``until`` markers were all seen, or None)."""
+    buf = buf if buf is not None else bytearray()
+    total = 0
+    deadline = time.perf_counter() + seconds
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return total, None
+        ready, _, _ = select.select([fd], [], [], min(left, 0.05))
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return total, None
+            total += len(chunk)
+            buf.extend(chunk)
+            if until and all(m in buf for m in until):
+                return total, time.perf_counter()
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def pty_figures(cfg: Path, first_task: str) -> dict[str, float]:
+    env = {**os.environ, "ERPQ_CONFIG": str(cfg), "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    start = time.perf_counter()
+    pid, fd = spawn(console_argv(), env)
+    figures: dict[str, float] = {}
+    try:
+        buf = bytearray()
+        _, seen = read_for(fd, 20, until=[b"pending 100,000", first_task.encode()], buf=buf)
+        if seen is None:
+            raise SystemExit(f"no first screen within 20 s; last output: {bytes(buf[-400:])!r}")
+        figures["first_screen_s"] = seen - start
+        read_for(fd, 4)  # let the first polls and the layout settle
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        written, _ = read_for(fd, 10)
+        figures["idle_bytes_10s"] = written
+        read_for(fd, 10)
+        figures["idle_cpu_percent"] = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0) * 100
+        os.write(fd, b"q")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                figures["exit_code"] = os.waitstatus_to_exitcode(status)
+                break
+            read_for(fd, 0.1)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+    return figures
+
+
+# ====================================================================== stalls (in-process)
+
+
+def stall_figures(cfg: Path, seconds: float) -> dict[str, float]:
+    from erpq.config import load
+    from erpq.ops import Actor
+    from erpq.runtime import Runtime, set_current
+    from tui.app import ErpqConsole, quiet_logging
+    from tui.client import ConsoleOps
+
+    rt = Runtime(load(cfg))
+    set_current(rt)
+    quiet_logging()
+    app = ErpqConsole(ConsoleOps(rt, Actor.detect("console")), rt.settings, mode="attached", tune_gc=True)
+    gaps: list[float] = []
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while app.first_screen_at is None:  # stalls while starting are the first-screen figure
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)
+            stop = asyncio.Event()
+
+            async def probe() -> None:
+                loop = asyncio.get_running_loop()
+                while not stop.is_set():
+                    t = loop.time()
+                    await asyncio.sleep(0.01)
+                    gaps.append(loop.time() - t - 0.01)
+
+            task = asyncio.create_task(probe())
+            plan = ["1", "2", "v", "v", "v", "3", "g", "g", "slash", *"refused", "enter", "escape",
+                    "4", "5", "6", "7", "1"]
+            step = seconds / len(plan)
+            for key in plan:
+                await pilot.press(key)
+                await asyncio.sleep(step)
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(run())
+    finally:
+        set_current(None)
+        rt.close()
+    gaps.sort()
+    return {"max_stall_ms": gaps[-1] * 1000, "p99_stall_ms": gaps[int(len(gaps) * 0.99)] * 1000,
+            "polls": app.polls}
+
+
+# ====================================================================== main
+
+
+def bench(store: str, stall_seconds: float, keep: str | None = None) -> None:
+    label = "SQLite" if store == "sqlite" else "Redis + PostgreSQL"
+    print(f"== {label}")
+    with tempfile.TemporaryDirectory(prefix="erpq-bench-") as tmp:
+        base = Path(keep) / store if keep else Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        seeded = (base / "seeded").exists()
+        cfg = write_config(base, store)
+        if not seeded:
+            seed(cfg, store)
+            if keep:
+                (base / "seeded").touch()
+        from erpq.runtime.registry import periodic_specs
+
+        _jobs()
+        first = sorted(s.name for s in periodic_specs())[0]
+        f = pty_figures(cfg, first)
+        s = stall_figures(cfg, stall_seconds)
+        print(f"  first full screen:          {f['first_screen_s']:.2f} s   (target < 1.5 s)")
+        print(f"  longest event-loop stall:   {s['max_stall_ms']:.0f} ms  (p99 {s['p99_stall_ms']:.0f} ms, "
+              f"{s['polls']} polls in {stall_seconds:g} s; target < 100 ms)")
+        print(f"  idle CPU at 2 s poll:       {f['idle_cpu_percent']:.1f} % of a core (target < 5 %)")
+        print(f"  bytes written, 10 s idle:   {f['idle_bytes_10s']:,.0f} B  (target < 4,096 B)")
+        print(f"  exit code after q:          {f.get('exit_code', 'did not exit')}")
+        if store != "sqlite" and not keep:
+            reset_server_stores()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stores", default="sqlite,redis-pg", help="comma-separated: sqlite, redis-pg")
+    p.add_argument("--stall-seconds", type=float, default=60.0)
+    p.add_argument("--keep", metavar="DIR", help="seed into DIR once and reuse it (for iterating)")
+    args = p.parse_args()
+    for store in args.stores.split(","):
+        bench(store.strip(), args.stall_seconds, args.keep)
+
+
+if __name__ == "__main__":
+    main()
