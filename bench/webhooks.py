@@ -1,6 +1,14 @@
 """Webhook delivery throughput: erpq against a bare pooled httpx loop, same run.
 
     python bench/webhooks.py [--deliveries 5000] [--workers 4] [--store sqlite|redis]
+                             [--database URL] [--production]
+
+``--production`` runs the default setup (SQLite queue + SQLite database) and
+then Redis queue + PostgreSQL database (``--redis-url``, ``--postgres-url``),
+one row each. A server database is emptied first: every table in it is
+dropped and the schema created again. The default PostgreSQL database is
+``erpq_bench`` (created when missing), not the tests' ``test`` database, so the
+benchmark and a test run cannot drop each other's tables.
 
 A fast HTTP/1.1 keep-alive receiver runs in a subprocess on 127.0.0.1 (asyncio,
 answers every POST with 200). Then, against it:
@@ -12,7 +20,9 @@ answers every POST with 200). Then, against it:
    (SSRF check, claim, sign, POST, record), timed until the last row is
    ``delivered``.
 
-Prints both rates and erpq/bare (target >= 0.7). Nothing leaves 127.0.0.1.
+Prints both rates, erpq/bare (target >= 0.7) and the CPU time of this process
+per POST / per delivery (the receiver runs in its own process, so it is not
+counted on either side). Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -61,8 +71,9 @@ def start_receiver() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def bare_loop(url: str, n: int, workers: int) -> float:
-    """Seconds for n signed POSTs from one pooled httpx.Client shared by ``workers`` threads."""
+def bare_loop(url: str, n: int, workers: int) -> tuple[float, float]:
+    """(seconds, CPU seconds of this process) for n signed POSTs from one pooled
+    httpx.Client shared by ``workers`` threads."""
     import httpx
 
     from erpq.db import utcnow
@@ -88,18 +99,20 @@ def bare_loop(url: str, n: int, workers: int) -> float:
             assert r.status_code == 200
 
     threads = [threading.Thread(target=work) for _ in range(workers)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     client.close()
-    return elapsed
+    return elapsed, cpu
 
 
-def erpq_run(url: str, n: int, workers: int, store: str, redis_url: str, tmp: Path) -> tuple[float, float]:
-    """(seconds to queue n deliveries, seconds for the runner to deliver them)."""
+def erpq_run(url: str, n: int, workers: int, store: str, redis_url: str, tmp: Path,
+             database_url: str | None = None) -> tuple[float, float, float]:
+    """(seconds to queue n deliveries, seconds for the runner to deliver them,
+    CPU seconds of this process while delivering)."""
     import sqlalchemy as sa
 
     from erpq.config import from_dict
@@ -110,8 +123,10 @@ def erpq_run(url: str, n: int, workers: int, store: str, redis_url: str, tmp: Pa
     queue = {"url": "sqlite:///queue.db", "workers": workers}
     if store == "redis":
         queue = {"url": redis_url, "name": f"bench{os.getpid()}", "workers": workers}
+    if database_url:
+        fresh_database(database_url)
     settings = from_dict({
-        "queue": queue, "database": {"url": "sqlite:///erpq.db"}, "log": {"path": "erpq.log"},
+        "queue": queue, "database": {"url": database_url or "sqlite:///erpq.db"}, "log": {"path": "erpq.log"},
         "webhooks": {"allow_hosts": ["127.0.0.1"]},
     }, source=str(tmp / "config.toml"), base_dir=str(tmp))
     rt = Runtime(settings)
@@ -133,21 +148,53 @@ def erpq_run(url: str, n: int, workers: int, store: str, redis_url: str, tmp: Pa
                 return s.scalar(sa.select(sa.func.count()).where(WebhookDelivery.status == "delivered"))
 
         runner = EmbeddedRunner(rt, workers=workers, periodic=False)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         runner.start()
         while delivered() < n:
             time.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         runner.stop()
         with rt.read_session() as s:
             other = s.scalar(sa.select(sa.func.count()).where(WebhookDelivery.status != "delivered"))
         assert other == 0, f"{other} deliveries not delivered"
         if store == "redis":
             rt.huey.storage.flush_all()
-        return queued, elapsed
+        return queued, elapsed, cpu
     finally:
         set_current(None)
         rt.close()
+
+
+def fresh_database(url: str) -> None:
+    """Drop every table of a server database and create erpq's schema."""
+    import sqlalchemy as sa
+
+    from erpq.db import make_engine, upgrade
+
+    engine = make_engine(url)
+    if engine.dialect.name == "postgresql":
+        _create_pg_database(engine.url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        with engine.begin() as conn:
+            for table in reversed(meta.sorted_tables):
+                conn.execute(sa.schema.DropTable(table, if_exists=True))
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _create_pg_database(url) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}):
+                conn.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
+    finally:
+        admin.dispose()
 
 
 def main() -> int:
@@ -156,27 +203,42 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    p.add_argument("--database", metavar="URL", help="database URL (default: SQLite in a temp dir)")
+    p.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/erpq_bench")
+    p.add_argument("--production", action="store_true",
+                   help="also run Redis queue + PostgreSQL database after the default setup")
     args = p.parse_args()
     n, workers = args.deliveries, args.workers
+    setups = [(args.store, args.database)]
+    if args.production:
+        setups.append(("redis", args.postgres_url))
 
     proc, port = start_receiver()
     url = f"http://127.0.0.1:{port}/hook"
+    rows = []
     try:
         bare_loop(url, min(500, n), workers)  # warm up the receiver and imports
-        bare = bare_loop(url, n, workers)
-        with tempfile.TemporaryDirectory(prefix="erpq-bench-") as tmp:
-            queued, took = erpq_run(url, n, workers, args.store, args.redis_url, Path(tmp))
+        for store, database in setups:
+            bare, bare_cpu = bare_loop(url, n, workers)
+            with tempfile.TemporaryDirectory(prefix="erpq-bench-") as tmp:
+                queued, took, cpu = erpq_run(url, n, workers, store, args.redis_url, Path(tmp), database)
+            rows.append((store, database, bare, bare_cpu, queued, took, cpu))
     finally:
         proc.terminate()
         proc.wait()
 
-    bare_rate, erpq_rate = n / bare, n / took
-    print(f"{n} webhooks, {workers} workers/threads, queue store {args.store}, receiver 127.0.0.1:{port}")
-    print(f"  bare httpx.Client loop : {bare_rate:8.0f} POST/s  ({bare:.2f} s)")
-    print(f"  erpq delivery          : {erpq_rate:8.0f} deliveries/s  ({took:.2f} s; "
-          f"queueing them took {queued:.2f} s, {n / queued:.0f}/s)")
-    print(f"  erpq end to end        : {n / (queued + took):8.0f} deliveries/s (queue + deliver)")
-    print(f"  ratio erpq/bare        : {erpq_rate / bare_rate:.2f}x (target >= 0.70x)")
+    print(f"{n} webhooks, {workers} workers/threads, receiver 127.0.0.1:{port}, {os.cpu_count()} CPUs")
+    for store, database, bare, bare_cpu, queued, took, cpu in rows:
+        db = (database or "sqlite").split(":", 1)[0].split("+", 1)[0]
+        bare_rate, erpq_rate = n / bare, n / took
+        print(f"queue {store}, database {db}:")
+        print(f"  bare httpx.Client loop : {bare_rate:8.0f} POST/s  ({bare:.2f} s, "
+              f"CPU {bare_cpu / n * 1000:.3f} ms/POST)")
+        print(f"  erpq delivery          : {erpq_rate:8.0f} deliveries/s  ({took:.2f} s, "
+              f"CPU {cpu / n * 1000:.3f} ms/delivery)")
+        print(f"  erpq queueing          : {n / queued:8.0f} deliveries/s  ({queued:.2f} s; "
+              f"end to end {n / (queued + took):.0f}/s)")
+        print(f"  ratio erpq/bare        : {erpq_rate / bare_rate:.2f}x (target >= 0.70x)")
     return 0
 
 

@@ -1,19 +1,32 @@
-"""Delivering one webhook: claim the row, sign, POST, record, schedule the retry.
+"""Delivering one webhook: read the row, sign, POST, record, schedule the retry.
 
 Ownership ("never two jobs for one delivery at a time"): every enqueue of
 ``DeliverWebhookJob`` carries a fresh token, written to the delivery's
 ``job_id`` before the job is enqueued (and used as the Huey task id, so an
 operator can match the two). A job works only on a row whose ``job_id`` is
-its token, claiming it with one conditional UPDATE; a job whose token was
-replaced (the retry task re-enqueued the delivery, an operator redelivered it)
-finds nothing to claim and does nothing. The same job re-run after its runner
+its token: it reads the row with that condition (no write, no commit before
+the POST) and writes the outcome with one UPDATE conditional on the token,
+which also counts the attempt. A job whose token was replaced (the retry task
+re-enqueued the delivery, an operator redelivered it) finds nothing to read,
+or nothing to update, and does nothing. The same job re-run after its runner
 died (at-least-once) still owns the row and tries again, with the same
 ``webhook-id``: receivers dedupe on it.
 
+An attempt whose runner died during the POST is not counted: the runtime
+re-runs the job (and after ``runner.max_recoveries`` abandons it to
+failed_jobs); the retry task then counts the lost job as an attempt when it
+re-enqueues the delivery, so a delivery that keeps killing its runner still
+runs out of attempts. Rows in the old ``delivering`` state (written by earlier
+versions, which counted attempts up front) are still claimed and recovered.
+
 Retries are not Huey retries: a failed attempt records ``next_retry_at`` from
 the backoff schedule (or the receiver's ``Retry-After``) and enqueues the next
-attempt with that exact ETA. ``erp:retry-webhook-deliveries`` is the safety net
-for jobs lost in a crash (see ``requeue_stalled``).
+attempt with that exact ETA, only after the failure is committed.
+``erp:retry-webhook-deliveries`` is the safety net for jobs lost in a crash
+(see ``requeue_stalled``).
+
+The hot path uses Core statements built once (bound parameters), so a
+delivery costs one read, one UPDATE and one commit on top of the POST.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email.utils
+import functools
 import hashlib
 import hmac
 import json
@@ -36,19 +50,20 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from ..config import WebhookSettings
 from ..db import utcnow
 from ..models import Webhook, WebhookDelivery
 from ..runtime import current, job, periodic
-from . import guard
+from . import guard, prepared
 
 log = logging.getLogger("erpq.webhooks")
 
 JOB = "DeliverWebhookJob"
-#: Statuses a job may (re)claim: pending, a failed attempt, or a run its runner died in.
+#: Statuses a job may (re)claim: pending, a failed attempt, or ``delivering``
+#: (written by earlier versions before the POST; a run its runner died in).
 CLAIMABLE = ("pending", "failed", "delivering")
 
 
@@ -64,9 +79,17 @@ def new_secret() -> str:
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of id.timestamp.body."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    mac = _keyed(secret).copy()
+    mac.update(f"{msg_id}.{timestamp}.".encode())
+    mac.update(body)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC primed with the secret's key, copied for each message (a few
+    subscriptions receive most deliveries; the key is decoded once)."""
+    return hmac.new(base64.b64decode(secret.removeprefix("whsec_")), digestmod=hashlib.sha256)
 
 
 def body_of(event: str, payload: Any, created_at: dt.datetime) -> bytes:
@@ -141,11 +164,11 @@ def post(http: httpx.Client, target: guard.Target, body: bytes, headers: dict[st
     The response body is streamed and reading stops at ``max_response_bytes``.
     """
     started = time.monotonic()
-    headers = {**headers, "Host": target.host_header}
+    headers["Host"] = target.host_header
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     error = "no address to connect to"
     for address in target.addresses:
-        url = httpx.URL(target.url).copy_with(host=str(address))
+        url = _pinned_url(target.url, address)
         try:
             with http.stream("POST", url, content=body, headers=headers,
                              timeout=ws.timeout_s, extensions=extensions) as resp:
@@ -160,6 +183,12 @@ def post(http: httpx.Client, target: guard.Target, body: bytes, headers: dict[st
         except httpx.HTTPError as exc:
             return Attempt(False, error=f"{type(exc).__name__}: {exc}", duration_ms=_ms(started))
     return Attempt(False, error=error, duration_ms=_ms(started))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pinned_url(url: str, address: guard.IPAddress) -> httpx.URL:
+    """``url`` with its host replaced by the checked address (parsed once per pair)."""
+    return httpx.URL(url).copy_with(host=str(address))
 
 
 def _read_limited(resp: httpx.Response, limit: int, deadline: float) -> str:
@@ -218,8 +247,8 @@ class Claimed:
     url: str
     secret: str
     body: bytes
-    attempts: int
-    webhook_failures: int  # the subscription's failure count when claimed
+    attempts: int  # this attempt's number (the row's count + 1, written with the outcome)
+    webhook_failures: int  # the subscription's failure count when read
 
 
 #: Core tables: the hot path skips the ORM's unit of work (one delivery is a
@@ -228,35 +257,55 @@ D = WebhookDelivery.__table__
 W = Webhook.__table__
 DB = Session | Connection
 
+#: The hot path's statements, compiled once per dialect and run on the DBAPI
+#: connection (see ``prepared``): SQLAlchemy's per-execution work costs more
+#: than running them.
+_READ = prepared.Prepared(
+    sa.select(D.c.delivery_id, D.c.tenant_id, D.c.webhook_id, D.c.event, D.c.payload, D.c.created_at,
+              D.c.attempts, D.c.error, W.c.url, W.c.secret, W.c.is_active, W.c.disabled_reason,
+              W.c.consecutive_failures)
+    .select_from(D.outerjoin(W, W.c.id == D.c.webhook_id))
+    .where(D.c.id == sa.bindparam("pk"), D.c.job_id == sa.bindparam("token"),
+           sa.or_(*(D.c.status == status for status in CLAIMABLE)))
+)
+_DELIVERED = prepared.Prepared(
+    D.update().where(D.c.id == sa.bindparam("pk"), D.c.job_id == sa.bindparam("token"))
+    .values(status="delivered", attempts=D.c.attempts + 1, response_code=sa.bindparam("code"),
+            response_body=sa.bindparam("body"), error=None, duration_ms=sa.bindparam("ms"),
+            delivered_at=sa.bindparam("now"), next_retry_at=None, job_id=None,
+            updated_at=sa.bindparam("now"))
+)
+_RESET_FAILURES = prepared.Prepared(W.update().where(W.c.id == sa.bindparam("hook"))
+                                    .values(consecutive_failures=0, first_failure_at=None))
 
-def claim(db: DB, delivery_pk: int, token: str, ws: WebhookSettings) -> Claimed | None:
-    """Take the delivery for this attempt, or None when this job does not own it.
 
-    Counts the attempt up front, so a delivery whose runner keeps dying still
-    runs out of attempts. A delivery of a disabled subscription ends as dead.
+@dataclass(frozen=True)
+class Ending:
+    """A delivery that ends without a request (its subscription is off, or it is out of attempts)."""
+
+    status: str
+    error: str
+
+
+def claim(engine: Engine, delivery_pk: int, token: str, ws: WebhookSettings) -> Claimed | Ending | None:
+    """Read the delivery for this attempt, or None when this job does not own it
+    (its token was replaced, or the delivery is finished).
+
+    A read only: the attempt is counted with its outcome (``record``). A
+    delivery of a disabled subscription, or out of attempts, comes back as
+    the ``Ending`` to write (``end``), with no request.
     """
-    taken = db.execute(
-        D.update().where(D.c.id == delivery_pk, D.c.job_id == token, D.c.status.in_(CLAIMABLE))
-        .values(status="delivering", attempts=D.c.attempts + 1, updated_at=utcnow())
-    ).rowcount
-    if taken != 1:
+    with prepared.transaction(engine, write=False) as cursor:
+        row = _READ.first(cursor, engine.dialect, pk=delivery_pk, token=token)
+    if row is None:
         return None
-    row = db.execute(
-        sa.select(D.c.delivery_id, D.c.tenant_id, D.c.webhook_id, D.c.event, D.c.payload, D.c.created_at,
-                  D.c.attempts, D.c.error, W.c.url, W.c.secret, W.c.is_active, W.c.disabled_reason,
-                  W.c.consecutive_failures)
-        .select_from(D.outerjoin(W, W.c.id == D.c.webhook_id)).where(D.c.id == delivery_pk)
-    ).one()
     if not row.is_active:
-        why = row.disabled_reason or "deleted"
-        _finish(db, delivery_pk, token, status="dead", error=f"subscription disabled: {why}",
-                attempts=row.attempts - 1)
-        return None
-    if row.attempts > max_attempts(ws):
-        _finish(db, delivery_pk, token, status="dead", error=f"{row.error or 'failed'} (out of attempts)")
-        return None
+        return Ending("dead", f"subscription disabled: {row.disabled_reason or 'deleted'}")
+    if row.attempts >= max_attempts(ws):
+        return Ending("dead", f"{row.error or 'failed'} (out of attempts)")
     return Claimed(delivery_pk, row.delivery_id, row.tenant_id, row.webhook_id, row.url, row.secret,
-                   body_of(row.event, row.payload, row.created_at), row.attempts, row.consecutive_failures)
+                   body_of(row.event, row.payload, row.created_at), row.attempts + 1,
+                   row.consecutive_failures)
 
 
 @dataclass(frozen=True)
@@ -268,34 +317,48 @@ class Next:
     retry_at: dt.datetime | None = None
 
 
-def record(db: DB, c: Claimed, token: str, a: Attempt, ws: WebhookSettings,
+def record(engine: Engine, c: Claimed, token: str, a: Attempt, ws: WebhookSettings,
            rng: random.Random | None = None) -> Next:
-    """Write the attempt's outcome; decide and write the retry (with a new token)."""
-    now = utcnow()
-    values: dict[str, Any] = {"response_code": a.code, "response_body": a.body,
-                              "error": a.error, "duration_ms": a.duration_ms, "updated_at": now}
-    if a.ok:
-        nxt = Next("delivered")
-        values.update(status="delivered", delivered_at=now, next_retry_at=None, job_id=None, error=None)
+    """Write the attempt's outcome and count it (one transaction, committed
+    before this returns); decide and write the retry (with a new token).
+
+    Every write is conditional on the row still being this token's: a job
+    whose delivery was taken over meanwhile writes nothing.
+    """
+    if not a.ok:
+        with _writing(engine) as conn:
+            return record_failure(conn, c, token, a, ws, rng)
+    with prepared.transaction(engine, write=True) as cursor:
+        done = _DELIVERED.execute(cursor, engine.dialect, pk=c.id, token=token, code=a.code, body=a.body,
+                                  ms=a.duration_ms, now=utcnow()).rowcount
+        if done != 1:  # taken over meanwhile (redelivered by hand): its new owner decides
+            return Next("superseded")
         if c.webhook_failures:
-            db.execute(W.update().where(W.c.id == c.webhook_id)
-                       .values(consecutive_failures=0, first_failure_at=None))
+            _RESET_FAILURES.execute(cursor, engine.dialect, hook=c.webhook_id)
+    return Next("delivered")
+
+
+def record_failure(db: DB, c: Claimed, token: str, a: Attempt, ws: WebhookSettings,
+                   rng: random.Random | None = None) -> Next:
+    """Write a failed attempt: dead, or failed with the retry's time and token;
+    count the failure on the subscription (which may disable it)."""
+    now = utcnow()
+    gone = a.code == 410
+    if gone or a.final or c.attempts >= max_attempts(ws):
+        nxt = Next("dead")
     else:
-        gone = a.code == 410
-        if gone or a.final or c.attempts >= max_attempts(ws):
-            nxt = Next("dead")
-        else:
-            delay = backoff_delay(ws, c.attempts, a.retry_after, rng)
-            nxt = Next("failed", new_token(), now + dt.timedelta(seconds=delay))
-        values.update(status=nxt.status, next_retry_at=nxt.retry_at, job_id=nxt.token)
-        if gone:
-            disable(db, c.webhook_id, "receiver answered 410 Gone", now)
-            values["error"] = f"{a.error}: subscription disabled"
-        else:
-            _count_failure(db, c.webhook_id, a.error or "failed", ws, now)
-    done = db.execute(D.update().where(D.c.id == c.id, D.c.job_id == token).values(**values)).rowcount
-    if done != 1:  # taken over meanwhile (redelivered by hand): its new owner decides
+        delay = backoff_delay(ws, c.attempts, a.retry_after, rng)
+        nxt = Next("failed", new_token(), now + dt.timedelta(seconds=delay))
+    done = db.execute(D.update().where(D.c.id == c.id, D.c.job_id == token).values(
+        status=nxt.status, attempts=D.c.attempts + 1, response_code=a.code, response_body=a.body,
+        error=f"{a.error}: subscription disabled" if gone else a.error, duration_ms=a.duration_ms,
+        next_retry_at=nxt.retry_at, job_id=nxt.token, updated_at=now)).rowcount
+    if done != 1:
         return Next("superseded")
+    if gone:
+        disable(db, c.webhook_id, "receiver answered 410 Gone", now)
+    else:
+        _count_failure(db, c.webhook_id, a.error or "failed", ws, now)
     return nxt
 
 
@@ -310,13 +373,12 @@ def backoff_delay(ws: WebhookSettings, attempts: int, retry_after: float | None 
     return delay
 
 
-def _finish(db: DB, delivery_pk: int, token: str, *, status: str, error: str,
-            attempts: int | None = None) -> None:
-    values: dict[str, Any] = {"status": status, "error": error, "job_id": None,
-                              "next_retry_at": None, "updated_at": utcnow()}
-    if attempts is not None:
-        values["attempts"] = attempts
-    db.execute(D.update().where(D.c.id == delivery_pk, D.c.job_id == token).values(**values))
+def end(db: DB, delivery_pk: int, token: str, ending: Ending) -> str:
+    """Write an ``Ending`` (if the token still owns the row); returns the resulting status."""
+    hit = db.execute(D.update().where(D.c.id == delivery_pk, D.c.job_id == token).values(
+        status=ending.status, error=ending.error, job_id=None, next_retry_at=None,
+        updated_at=utcnow())).rowcount
+    return ending.status if hit else "superseded"
 
 
 def _count_failure(db: DB, webhook_id: int, error: str, ws: WebhookSettings,
@@ -375,13 +437,14 @@ def deliver(rt, delivery_pk: int, token: str, *, http: httpx.Client | None = Non
     No database session is held open during the HTTP request.
     """
     ws = rt.settings.webhooks
-    with _writing(rt) as conn:
-        c = claim(conn, delivery_pk, token, ws)
+    c = claim(rt.engine, delivery_pk, token, ws)
     if c is None:
         return "skipped"
+    if isinstance(c, Ending):
+        with _writing(rt.engine) as conn:
+            return end(conn, delivery_pk, token, c)
     a = attempt(c, ws, http, resolve)
-    with _writing(rt) as conn:
-        nxt = record(conn, c, token, a, ws)
+    nxt = record(rt.engine, c, token, a, ws)
     if nxt.token is not None:
         enqueue(rt, c.id, nxt.token, c.tenant_id, eta=nxt.retry_at)
     if not a.ok:
@@ -389,24 +452,15 @@ def deliver(rt, delivery_pk: int, token: str, *, http: httpx.Client | None = Non
     return nxt.status
 
 
-_sqlite_write_locks: dict[int, threading.Lock] = {}
-
-
 @contextmanager
-def _writing(rt) -> Iterator[Connection]:
-    """A write transaction; on SQLite, worker threads take turns on a Python lock.
-
-    SQLite has one writer at a time, and a thread that finds the database
-    locked sleeps in SQLite's busy handler (1, 2, 5, 10 ms ...): with several
-    workers that sleeping, not the work, set the pace. Waiting on a lock
-    wakes the next thread as soon as the previous commit is done.
-    """
-    if rt.engine.dialect.name != "sqlite":
-        with rt.engine.begin() as conn:
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction; on SQLite, worker threads take turns on a Python
+    lock (``prepared.sqlite_write_lock``)."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
             yield conn
         return
-    lock = _sqlite_write_locks.setdefault(id(rt.engine), threading.Lock())
-    with lock, rt.engine.begin() as conn:
+    with prepared.sqlite_write_lock(engine), engine.begin() as conn:
         yield conn
 
 
@@ -432,9 +486,15 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
 
     Lost means: a failed delivery whose retry time passed more than
     ``pending_grace_s`` ago, a pending one untouched that long, or one stuck
-    delivering for that long plus twice the timeout. If the old job still
-    exists after all, the new token makes it a no-op. The caller enqueues
-    after committing; a crash in between is caught by the next run.
+    delivering (a row written by an earlier version) for that long plus twice
+    the timeout. If the old job still exists after all, the new token makes it
+    a no-op. The caller enqueues after committing; a crash in between is
+    caught by the next run.
+
+    A lost pending or failed job counts as an attempt (attempts are otherwise
+    counted with their outcome, and a job whose runner keeps dying mid-POST
+    never records one): so a delivery cannot cycle through lost jobs forever.
+    ``delivering`` rows counted theirs when claimed.
     """
     now = now or utcnow()
     grace = dt.timedelta(seconds=ws.pending_grace_s)
@@ -447,14 +507,15 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
         sa.and_(D.status == "delivering",
                 D.updated_at <= now - grace - dt.timedelta(seconds=2 * ws.timeout_s)),
     )
-    rows = s.execute(sa.select(D.id, D.job_id, D.tenant_id, D.updated_at).where(stalled)
+    rows = s.execute(sa.select(D.id, D.job_id, D.tenant_id, D.updated_at, D.status).where(stalled)
                      .order_by(D.id).limit(limit)).all()
     out = []
-    for pk, old, tenant_id, updated_at in rows:
+    for pk, old, tenant_id, updated_at, status in rows:
         token = new_token()
         same_owner = D.job_id.is_(None) if old is None else D.job_id == old
+        lost = 0 if status == "delivering" else 1
         hit = s.execute(sa.update(D).where(D.id == pk, same_owner, D.updated_at == updated_at)
-                        .values(job_id=token, updated_at=now)).rowcount
+                        .values(job_id=token, updated_at=now, attempts=D.attempts + lost)).rowcount
         if hit:
             out.append((pk, token, tenant_id))
     return out

@@ -106,19 +106,38 @@ def check(url: str, allow: Allowlist | Iterable[str] = (),
     literal addresses): what a subscription is validated with when created.
     """
     allow = allow if isinstance(allow, Allowlist) else _parsed(tuple(allow))
+    known = _without_dns(url, allow)
+    if isinstance(known, Refused):
+        raise type(known)(str(known))
+    if known is not None:
+        return known
     scheme, host, port = _split(url)
-    literal = _literal_address(host)
-    if literal is not None:
-        addresses: tuple[IPAddress, ...] = (literal,)
-    elif resolve is None:
+    if resolve is None:
         return Target(url, scheme, host, port, ())
-    else:
-        addresses = _resolve(resolve, host, port)
+    return _checked(url, scheme, host, port, _resolve(resolve, host, port), allow, literal=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _without_dns(url: str, allow: Allowlist) -> Target | Refused | None:
+    """The decision on ``url`` when it needs no DNS (bad syntax, a literal
+    address), or None for a host name. Cached: it is the same on every delivery."""
+    try:
+        scheme, host, port = _split(url)
+        literal = _literal_address(host)
+        if literal is None:
+            return None
+        return _checked(url, scheme, host, port, (literal,), allow, literal=True)
+    except Refused as exc:
+        return exc.with_traceback(None)
+
+
+def _checked(url: str, scheme: str, host: str, port: int, addresses: tuple[IPAddress, ...],
+             allow: Allowlist, *, literal: bool) -> Target:
     for address in addresses:
         if not allow.allows(host, address):
             problem = address_problem(address)
             if problem is not None:
-                shown = f"{host} resolves to {address}, which" if literal is None else f"address {address}"
+                shown = f"address {address}" if literal else f"{host} resolves to {address}, which"
                 raise Refused(f"{shown} is {problem} (not globally routable; allow it in webhooks.allow_hosts)")
     return Target(url, scheme, host, port, addresses)
 
