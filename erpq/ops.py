@@ -264,6 +264,41 @@ class UserInfo(_Record):
 
 
 @dataclass
+class WebhookInfo(_Record):
+    """A webhook subscription as operators see it: everything but its secret."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    url: str
+    events: list[str]
+    description: str | None
+    is_active: bool
+    consecutive_failures: int
+    first_failure_at: dt.datetime | None
+    disabled_at: dt.datetime | None
+    disabled_reason: str | None
+    created_at: dt.datetime | None
+
+
+@dataclass
+class DeliveryInfo(_Record):
+    id: int
+    delivery_id: str  # the webhook-id header: the same on every attempt
+    webhook_id: int
+    tenant_id: int
+    event: str
+    status: str  # pending | delivering | delivered | failed | dead
+    attempts: int
+    response_code: int | None
+    error: str | None
+    duration_ms: float | None
+    next_retry_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass
 class Actor:
     """Who is acting, for the audit log."""
 
@@ -920,6 +955,103 @@ class Ops:
             return Page([AuditInfo(a.id, a.at, a.actor, a.client, a.source, a.action, a.target, a.command, a.detail)
                          for a in rows], total, offset, limit)
 
+    # --- webhooks
+    def webhooks(self, tenant: str | int | None = None) -> list[WebhookInfo]:
+        """Subscriptions (of one tenant), with failure counts and why disabled; never the secret."""
+        from .models import Webhook
+
+        q = sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id).order_by(Webhook.id)
+        if tenant is not None:
+            q = q.where(Webhook.tenant_id == self.tenant_id(tenant))
+        with self.rt.read_session() as s:
+            return [_webhook_info(h, slug) for h, slug in s.execute(q)]
+
+    def webhook_deliveries(self, offset: int = 0, limit: int = 50, status: str | None = None,
+                           webhook_id: int | None = None, search: str | None = None) -> Page:
+        """Deliveries, newest first; ``search`` matches the delivery id, event or error."""
+        from .models import WebhookDelivery as D
+        from .webhooks.service import STATUSES
+
+        if status is not None and status not in STATUSES:
+            raise OpsError(f"unknown delivery status {status!r} (one of {', '.join(STATUSES)})")
+        q = sa.select(D)
+        if status is not None:
+            q = q.where(D.status == status)
+        if webhook_id is not None:
+            q = q.where(D.webhook_id == webhook_id)
+        if search:
+            like = f"%{search}%"
+            q = q.where(sa.or_(D.delivery_id.like(like), D.event.like(like), D.error.like(like)))
+        with self.rt.read_session() as s:
+            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(D.id.desc()).offset(offset).limit(limit)).all()
+            return Page([_delivery_info(d) for d in rows], total, offset, limit)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries per status (every status present, zero when none)."""
+        from .webhooks import service
+
+        with self.rt.read_session() as s:
+            counts = service.delivery_counts(s)
+        return {status: counts.get(status, 0) for status in service.STATUSES}
+
+    @_audited
+    def redeliver(self, ref: str | int) -> DeliveryInfo:
+        """Send a finished delivery again (same delivery id, a full set of attempts)."""
+        from .webhooks.service import WebhookError, WebhookService
+
+        self._act("webhook.redeliver", str(ref), f"erpq webhook redeliver {shlex.quote(str(ref))}")
+        try:
+            d = WebhookService(self.rt).redeliver(ref)
+        except WebhookError as exc:
+            raise _webhook_error(exc) from None
+        return _delivery_info(d)
+
+    @_audited
+    def disable_webhook(self, webhook_id: int, reason: str | None = None) -> WebhookInfo:
+        """Stop sending to a subscription (its queued deliveries end as dead)."""
+        from .webhooks import service
+
+        reason = reason or "disabled by operator"
+        self._act("webhook.disable", str(webhook_id),
+                  f"erpq webhook disable {webhook_id} --reason {shlex.quote(reason)}")
+        try:
+            with self.rt.session() as s:
+                service.disable_webhook(s, webhook_id, reason)
+        except service.WebhookError as exc:
+            raise _webhook_error(exc) from None
+        return self._webhook(webhook_id)
+
+    @_audited
+    def enable_webhook(self, webhook_id: int) -> WebhookInfo:
+        """Send to a subscription again, with a clean failure count."""
+        from .webhooks import service
+
+        self._act("webhook.enable", str(webhook_id), f"erpq webhook enable {webhook_id}")
+        try:
+            with self.rt.session() as s:
+                service.enable_webhook(s, webhook_id)
+        except service.WebhookError as exc:
+            raise _webhook_error(exc) from None
+        return self._webhook(webhook_id)
+
+    def audit(self, action: str, target: str | None, command: str) -> None:
+        """Audit an action done elsewhere (e.g. by a capability's CLI); refused in read-only mode.
+
+        Call it before the action, inside an ``@_audited`` caller, or after it succeeded.
+        """
+        self._act(action, target, command)
+
+    def _webhook(self, webhook_id: int) -> WebhookInfo:
+        from .models import Webhook
+
+        with self.rt.read_session() as s:
+            row = s.execute(sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id)
+                            .where(Webhook.id == webhook_id)).first()
+        if row is None:
+            raise NotFound(f"unknown webhook id {webhook_id}")
+        return _webhook_info(*row)
+
 
 # ====================================================================== conversions
 
@@ -965,6 +1097,23 @@ def _health_info(h: SystemHealth, slug: str | None) -> HealthInfo:
     return HealthInfo(h.tenant_id, slug or "host", h.checked_at, h.status, h.cpu_percent, h.memory_percent,
                       h.disk_percent, h.db_connections, h.queue_pending, h.queue_scheduled, h.failed_last_hour,
                       h.details)
+
+
+def _webhook_info(h, slug: str) -> WebhookInfo:
+    return WebhookInfo(h.id, h.tenant_id, slug, h.url, list(h.events or []), h.description, h.is_active,
+                       h.consecutive_failures or 0, h.first_failure_at, h.disabled_at, h.disabled_reason,
+                       h.created_at)
+
+
+def _delivery_info(d) -> DeliveryInfo:
+    return DeliveryInfo(d.id, d.delivery_id, d.webhook_id, d.tenant_id, d.event, d.status, d.attempts,
+                        d.response_code, d.error, d.duration_ms, d.next_retry_at, d.delivered_at, d.created_at)
+
+
+def _webhook_error(exc: Exception) -> OpsError:
+    """A webhook service error as the ops error an operator caused."""
+    message = str(exc)
+    return NotFound(message) if message.startswith("unknown") else Conflict(message)
 
 
 def host_name() -> str:

@@ -4,12 +4,18 @@
 ``register_events(subparsers, common)`` the ``event`` group; each handler is
 ``handler(args, rt) -> int``. Bad input ends in one ``CliError`` line and
 changes nothing. The secret is printed by ``add`` and ``rotate-secret`` only.
+
+Actions go through ``erpq.ops`` (``disable``, ``enable`` and ``redeliver`` are
+``Ops`` methods), so each is written to the audit log like every other
+operator action; ``add`` and ``rotate-secret`` stay here (they print the
+secret once) and are audited with ``Ops.audit``, without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +32,22 @@ DELIVERY_COLUMNS = ["id", "delivery_id", "webhook_id", "event", "status", "attem
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _ops(rt):
+    from ..ops import Actor, Ops
+
+    return Ops(rt, Actor.detect("cli"))
+
+
+def _ops_call(method, *args):
+    """Call an ``Ops`` action; its one-line errors become ``CliError``."""
+    from ..ops import OpsError
+
+    try:
+        return method(*args)
+    except OpsError as exc:
+        raise CliError(str(exc)) from None
 
 
 def tenant_id(s, ref: str) -> int:
@@ -67,6 +89,8 @@ def _slugs(s) -> dict[int, str]:
 
 def cmd_add(args, rt) -> int:
     names = [n for part in (args.events or []) for n in part.split(",")]
+    ops = _ops(rt)
+    _ops_call(ops.check_writable, "webhook.add")
     try:
         with rt.session() as s:
             hook, secret = service.create_webhook(
@@ -75,6 +99,10 @@ def cmd_add(args, rt) -> int:
             hook_id, subscribed = hook.id, hook.events
     except WebhookError as exc:
         raise CliError(str(exc)) from None
+    command = f"erpq webhook add {shlex.quote(args.url)} --tenant {shlex.quote(args.tenant)}" + "".join(
+        f" --event {shlex.quote(n)}" for n in names) + (
+        f" --description {shlex.quote(args.description)}" if args.description else "")
+    ops.audit("webhook.add", str(hook_id), command)
     print(f"Added webhook {hook_id} -> {args.url} for {', '.join(subscribed)}")
     print(f"Secret (shown once, store it now): {secret}")
     return 0
@@ -89,42 +117,36 @@ def cmd_list(args, rt) -> int:
 
 
 def cmd_disable(args, rt) -> int:
-    try:
-        with rt.session() as s:
-            hook = service.disable_webhook(s, args.id, args.reason or "disabled by operator")
-            reason = hook.disabled_reason
-    except WebhookError as exc:
-        raise CliError(str(exc)) from None
-    print(f"Disabled webhook {args.id} ({reason})")
+    ops = _ops(rt)
+    hook = _ops_call(ops.disable_webhook, args.id, args.reason)
+    print(f"Disabled webhook {args.id} ({hook.disabled_reason})")
     return 0
 
 
 def cmd_enable(args, rt) -> int:
-    try:
-        with rt.session() as s:
-            service.enable_webhook(s, args.id)
-    except WebhookError as exc:
-        raise CliError(str(exc)) from None
+    ops = _ops(rt)
+    _ops_call(ops.enable_webhook, args.id)
     print(f"Enabled webhook {args.id} (failure count reset)")
     return 0
 
 
 def cmd_rotate(args, rt) -> int:
+    ops = _ops(rt)
+    _ops_call(ops.check_writable, "webhook.rotate-secret")
     try:
         with rt.session() as s:
             secret = service.rotate_secret(s, args.id)
     except WebhookError as exc:
         raise CliError(str(exc)) from None
+    ops.audit("webhook.rotate-secret", str(args.id), f"erpq webhook rotate-secret {args.id}")
     print(f"Rotated the secret of webhook {args.id}; deliveries are signed with it from now on")
     print(f"Secret (shown once, store it now): {secret}")
     return 0
 
 
 def cmd_redeliver(args, rt) -> int:
-    try:
-        d = service.WebhookService(rt).redeliver(args.delivery)
-    except WebhookError as exc:
-        raise CliError(str(exc)) from None
+    ops = _ops(rt)
+    d = _ops_call(ops.redeliver, args.delivery)
     print(f"Redelivering {d.delivery_id} (webhook {d.webhook_id}, {d.event})")
     return 0
 
