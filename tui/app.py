@@ -92,8 +92,10 @@ class ErpqConsole(App):
         self.first_screen_at: float | None = None
         self.exit_requested = False
         self.startup_messages: list[str] = []
-        self._polling = False
-        self._poll_again = False
+        # Views with a read in flight; one slow read (say, failure clusters over
+        # 100,000 rows) must not stop the other views from updating.
+        self._in_flight: set[str] = set()
+        self._poll_again: set[str] = set()
         # No animations: over SSH every animation frame is bytes on the wire.
         self.animation_level = "none"
 
@@ -145,13 +147,14 @@ class ErpqConsole(App):
 
     # ------------------------------------------------------------ polling
     def poll_now(self) -> None:
-        """Read the visible view (and the counts) in a thread; one poll at a time."""
-        if self._polling:
-            self._poll_again = True
+        """Read the visible view (and the counts) in a thread; one read per view at a time."""
+        view = self.active_view
+        if view.KEY in self._in_flight:
+            self._poll_again.add(view.KEY)
             return
-        self._polling = True
-        self._poll_again = False
-        self._poll_worker(self.active_view)
+        self._in_flight.add(view.KEY)
+        self._poll_again.discard(view.KEY)
+        self._poll_worker(view)
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll_worker(self, view: View) -> None:
@@ -166,7 +169,7 @@ class ErpqConsole(App):
             pass
 
     def _apply(self, view: View, counts: dict | None, data: Any, error: Exception | None) -> None:
-        self._polling = False
+        self._in_flight.discard(view.KEY)
         self.polls += 1
         if error is not None:
             self.message(f"reading failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
@@ -180,7 +183,7 @@ class ErpqConsole(App):
                 self.first_screen_at = time.perf_counter()
                 if self.tune_gc:
                     self.call_after_refresh(_freeze_heap)
-        if self._poll_again:
+        if view.KEY in self._poll_again and view is self.active_view:
             self.poll_now()
 
     def _tick(self) -> None:
