@@ -362,6 +362,7 @@ class Ops:
         self.actor = actor or Actor.detect("api")
         self.read_only = read_only
         self._audit_state = threading.local()
+        self._clusters_cache: dict[str | None, tuple[tuple, list[FailureCluster]]] = {}
 
     # ------------------------------------------------------------ helpers
     def _act(self, action: str, target: str | None, command: str, detail: Any = None) -> None:
@@ -621,9 +622,19 @@ class Ops:
             return _failed_info(row, detail=True)
 
     def failure_clusters(self, limit: int = 50, task: str | None = None) -> list[FailureCluster]:
-        """Failed jobs grouped by task, exception type and normalised message."""
+        """Failed jobs grouped by task, exception type and normalised message.
+
+        Grouping reads every failure awaiting action (up to 100,000), so the
+        result is cached until the set changes (its count or newest id).
+        """
         q = self._failed_query(task, None).with_only_columns(
             FailedJob.id, FailedJob.task_name, FailedJob.exception_type, FailedJob.exception, FailedJob.failed_at)
+        live = q.subquery()
+        with self.rt.read_session() as s:
+            stamp = tuple(s.execute(sa.select(sa.func.count(), sa.func.max(live.c.id))).one())
+        cached = self._clusters_cache.get(task)
+        if cached is not None and cached[0] == stamp:
+            return cached[1][:limit]
         clusters: dict[str, FailureCluster] = {}
         with self.rt.read_session() as s:
             for fid, name, etype, msg, at in s.execute(q.order_by(FailedJob.id.desc()).limit(100_000)):
@@ -638,7 +649,9 @@ class Ops:
                     c.last_seen = max(c.last_seen, at)
                     if len(c.ids) < 10_000:
                         c.ids.append(fid)
-        return sorted(clusters.values(), key=lambda c: (-c.count, c.task_name))[:limit]
+        ordered = sorted(clusters.values(), key=lambda c: (-c.count, c.task_name))
+        self._clusters_cache[task] = (stamp, ordered)
+        return ordered[:limit]
 
     @_audited
     def retry(self, ids: list[int]) -> list[str]:
@@ -682,7 +695,12 @@ class Ops:
                 raise NotFound(f"failed job {fid}: task {old.name!r} is no longer registered")
             if JOBS[old.name].periodic:
                 task = wrapper.s()
-                rt.huey.claim_run(task, tick=None, trigger="retry")
+                # The run row goes in this transaction (a second writer would wait on SQLite's lock).
+                run = JobRun(task_id=task.id, task_name=task.name, kind="periodic", trigger="retry",
+                             status="enqueued", enqueued_at=utcnow(), attempt=1)
+                s.add(run)
+                s.flush()
+                task.erpq = {"run_id": run.id, "trigger": "retry", "retry_of": fid}
             else:
                 task = wrapper.s(*old.args, **old.kwargs)
                 task.erpq = {k: v for k, v in old.erpq.items()

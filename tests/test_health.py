@@ -4,8 +4,8 @@ database connections per backend, thresholds, and the periodic task end to end."
 from __future__ import annotations
 
 import pytest
-from conftest import make_settings
 
+from conftest import make_settings
 from erpq import health
 from erpq.ops import Actor, Ops
 from erpq.runtime import Runtime, job, set_current

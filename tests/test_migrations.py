@@ -48,7 +48,7 @@ def test_upgrade_creates_every_table_and_is_idempotent(engine):
 
 def test_upgraded_schema_accepts_rows(engine):
     """A smoke check that types work on the backend: aware datetimes, JSON, long binary."""
-    from erpq.db import session_scope, make_sessionmaker, utcnow
+    from erpq.db import make_sessionmaker, session_scope, utcnow
     from erpq.models import FailedJob, Tenant
 
     upgrade(engine)

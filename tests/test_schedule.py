@@ -337,9 +337,6 @@ def test_failed_periodic_run_is_recorded(runtimes, clock, calls, monkeypatch):
     assert failed.task_name == NAME and failed.exception == "reminders exploded"
 
 
-@pytest.mark.xfail(strict=True, reason="ops bug: Ops._retry_one calls huey.claim_run (its own session) "
-                   "for a periodic task while its own write transaction is open: on SQLite the second "
-                   "BEGIN IMMEDIATE waits for the first, 'database is locked' after busy_timeout (30 s)")
 def test_failed_periodic_run_can_be_retried(runtimes, clock, calls, monkeypatch):
     _short_sqlite_busy_timeout(monkeypatch)
     spec = JOBS[NAME]
@@ -377,9 +374,6 @@ def test_heartbeat_renews_the_lease_of_held_locks(runtimes):
     assert locks.acquire(rt.Session, LOCK, rt.runner_id, 10)  # re-entrant for its holder
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: Runtime._recover_runner abandons a periodic task "
-                   "(failed_jobs row) but leaves its job_runs row at 'enqueued' forever (no finished_at, "
-                   "no 'abandoned' status), so the schedule's history never shows the outcome")
 def test_abandoned_periodic_run_is_closed_in_history(runtimes, clock):
     from erpq.models import Runner
 

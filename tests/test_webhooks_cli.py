@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import webhook_fixtures
-from webhook_fixtures import add_tenant, deliveries, hook_url, run_queued, webhook
 
+import webhook_fixtures
 from erpq.cli_support import CliError
 from erpq.runtime import Runtime
 from erpq.webhooks.cli import register, register_events
+from webhook_fixtures import add_tenant, deliveries, hook_url, run_queued, webhook
 
 receiver = webhook_fixtures.receiver
 

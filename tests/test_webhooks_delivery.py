@@ -15,9 +15,18 @@ import tracemalloc
 import httpx
 import pytest
 import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from werkzeug import Response
+
 import webhook_fixtures
 from conftest import free_port, make_settings
-from standardwebhooks.webhooks import Webhook as StandardWebhook
+from erpq import events
+from erpq.db import utcnow
+from erpq.models import WebhookDelivery
+from erpq.runtime import EmbeddedRunner, Runtime, set_current
+from erpq.webhooks import delivery as wd
+from erpq.webhooks import service
+from erpq.webhooks.service import WebhookError, WebhookService
 from webhook_fixtures import (
     add_tenant,
     deliveries,
@@ -31,15 +40,6 @@ from webhook_fixtures import (
     wait_until,
     webhook,
 )
-from werkzeug import Response
-
-from erpq import events
-from erpq.db import utcnow
-from erpq.models import WebhookDelivery
-from erpq.runtime import EmbeddedRunner, Runtime, set_current
-from erpq.webhooks import delivery as wd
-from erpq.webhooks import service
-from erpq.webhooks.service import WebhookError, WebhookService
 
 receiver = webhook_fixtures.receiver  # the fixture, shared with other webhook test files
 

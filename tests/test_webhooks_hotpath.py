@@ -9,15 +9,15 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+
 import webhook_fixtures
 from conftest import make_settings
-from webhook_fixtures import add_tenant, delivery, headers_of, hook_url, subscribe, webhook
-
 from erpq.db import make_engine, upgrade, utcnow
 from erpq.models import WebhookDelivery
 from erpq.runtime import Runtime, set_current
 from erpq.webhooks import delivery as wd
 from erpq.webhooks.service import WebhookService
+from webhook_fixtures import add_tenant, delivery, headers_of, hook_url, subscribe, webhook
 
 receiver = webhook_fixtures.receiver
 

@@ -9,13 +9,13 @@ import json
 
 import pytest
 import sqlalchemy as sa
-import webhook_fixtures
-from test_webhooks_cli import cli
-from webhook_fixtures import add_tenant, delivery, hook_url, run_queued, subscribe, webhook
 
+import webhook_fixtures
 from erpq.models import AuditLog, WebhookDelivery
 from erpq.ops import Actor, Conflict, NotFound, Ops, OpsError, ReadOnly
 from erpq.webhooks.service import WebhookService
+from test_webhooks_cli import cli
+from webhook_fixtures import add_tenant, delivery, hook_url, run_queued, subscribe, webhook
 
 receiver = webhook_fixtures.receiver
 

@@ -16,13 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 import webhook_fixtures
 from conftest import REDIS_URL, _reset_redis, need, redis_available
-from webhook_fixtures import add_tenant, deliveries, hook_url, subscribe, wait_until
-
 from erpq.config import load as load_settings
 from erpq.runtime import EmbeddedRunner, Runtime, set_current
 from erpq.webhooks.service import WebhookService
+from webhook_fixtures import add_tenant, deliveries, hook_url, subscribe, wait_until
 
 receiver = webhook_fixtures.receiver
 

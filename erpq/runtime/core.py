@@ -278,6 +278,7 @@ class Runtime:
                 msg = f"abandoned: its runner died while running it {n} times (runner.max_recoveries={max_rec})"
                 huey.record_failure(task, None, attempts=task.erpq.get("attempt", 1),
                                     reason="abandoned", message=msg)
+                self._close_abandoned_run(task, msg)
                 log.warning("Abandoned job: %s %s (%s)", task.name, task.id, msg)
                 decisions.append((key, None))
             else:
@@ -290,6 +291,19 @@ class Runtime:
             s.execute(sa.update(Runner).where(Runner.id == runner, Runner.stopped_at.is_(None))
                       .values(stopped_at=utcnow()))
         return taken
+
+    def _close_abandoned_run(self, task, error: str) -> None:
+        """The run history shows an abandoned job as such: its periodic run row is
+        closed, a job gets a row of its own."""
+        now, meta = utcnow(), task.erpq
+        if meta.get("run_id") is not None:
+            with self.session() as s:
+                s.execute(sa.update(JobRun).where(JobRun.id == meta["run_id"])
+                          .values(status="abandoned", finished_at=now, error=error[:2000]))
+            return
+        started = meta.get("enqueued_at") or time.time()
+        self.history.add_job_run(task, meta, "abandoned", meta.get("attempt", 1), started,
+                                 now.timestamp(), now.timestamp() - started, error)
 
     # ------------------------------------------------------------ retention
     def prune(self) -> dict[str, int]:
@@ -344,6 +358,7 @@ class _BatchFileWriter:
         self.path, self.records, self.formatter = str(path), records, formatter
         self._fh = open(self.path, "a", encoding="utf-8")
         self._ino = os.fstat(self._fh.fileno()).st_ino
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="erpq-log", daemon=True)
         self._thread.start()
 
@@ -351,7 +366,7 @@ class _BatchFileWriter:
         # Poll rather than block on get(): a blocked reader is woken by every
         # put, and that wake-up (a GIL hand-over per log line) is what costs.
         while True:
-            time.sleep(self.INTERVAL_S)
+            self._stopping.wait(self.INTERVAL_S)
             batch = []
             while True:
                 try:
@@ -397,6 +412,7 @@ class _BatchFileWriter:
     def stop(self) -> None:
         if self._thread.is_alive():
             self.records.put(None)
+            self._stopping.set()
             self._thread.join(timeout=5)
 
 
