@@ -16,8 +16,9 @@ the store, measures (and prints):
   ticking countdowns included.
 
 Stores: SQLite (default), then Redis + PostgreSQL (``--stores sqlite,redis-pg``)
-at redis://127.0.0.1:6379/15 and postgresql+psycopg://postgres@127.0.0.1:5432/test
-with a dedicated queue name; the PostgreSQL tables are dropped and recreated.
+at redis://127.0.0.1:6379/15 (a dedicated queue name) and PostgreSQL on 127.0.0.1:5432
+(database ``erpq_console_bench``, created when missing, because the test suite
+drops every table of ``test`` while it runs); its tables are dropped and recreated.
 
     python bench/console.py                   # both stores
     python bench/console.py --stores sqlite --stall-seconds 20
@@ -44,9 +45,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: A database of its own: the test suite resets ``test`` (drops every table) while it runs.
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/erpq_console_bench"
 REDIS_URL = "redis://127.0.0.1:6379/15"
-QUEUE_NAME = "erpq-console-bench"
+QUEUE_NAME = "erpqconsolebench"  # Huey strips punctuation from queue names
 
 PENDING = 100_000
 FAILED = 100_000
@@ -73,6 +76,11 @@ def reset_server_stores() -> None:
     r = redis.Redis.from_url(REDIS_URL)
     for key in r.scan_iter(f"*{QUEUE_NAME}*"):
         r.delete(key)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.scalar(sa.text("select 1 from pg_database where datname = 'erpq_console_bench'")):
+            conn.exec_driver_sql("CREATE DATABASE erpq_console_bench")
+    admin.dispose()
     engine = sa.create_engine(PG_URL)
     meta = sa.MetaData()
     meta.reflect(engine)
