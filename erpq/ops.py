@@ -374,6 +374,7 @@ class Ops:
         """
         if self.read_only:
             raise ReadOnly(f"read-only mode: '{action}' is refused (equivalent: {command})")
+        self._audit_state.command = command
         row = AuditLog(actor=self.actor.user, client=self.actor.client, source=self.actor.source,
                        action=action, target=target, command=command,
                        detail=json.dumps(detail, default=str) if detail is not None else None)
@@ -382,6 +383,13 @@ class Ops:
             pending.append(row)
         else:
             self._write_audit([row])
+
+    def take_command(self) -> str | None:
+        """The equivalent ``erpq`` command line of the last action on this thread
+        (then forgotten), for a front end to show next to the outcome."""
+        command = getattr(self._audit_state, "command", None)
+        self._audit_state.command = None
+        return command
 
     def _write_audit(self, rows: list[AuditLog]) -> None:
         if rows:

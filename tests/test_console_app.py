@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from conftest import make_settings
 from console_fixtures import seed_failed
-from polling import wait_until
-
 from erpq.models import JobRun, Lock, Runner
 from erpq.ops import Actor
+from erpq.ops import Ops as ConsoleOps
 from erpq.runtime import Runtime, job, set_current
 from erpq.runtime.registry import load_capabilities, periodic_specs
+from polling import wait_until
 from tui.app import ErpqConsole, binding_ids, main, quiet_logging
-from tui.client import ConsoleOps
 from tui.widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from tui.widgets.keyed_table import KeyedTable
 

@@ -7,8 +7,8 @@ Regenerate after an intended change with ``pytest tests/test_console_snapshots.p
 from __future__ import annotations
 
 import pytest
-from console_fixtures import EmptyOps, FakeOps, fixed_clock
 
+from console_fixtures import EmptyOps, FakeOps, fixed_clock
 from tui.app import ErpqConsole
 
 

@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from polling import wait_until
 
 from erpq.config import load
 from erpq.ops import Ops
 from erpq.runtime import Runtime
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 

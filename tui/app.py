@@ -256,7 +256,7 @@ class ErpqConsole(App):
     @work(thread=True, group="action", exit_on_error=False)
     def _action_worker(self, title: str, call: Callable[[Any], Any], done: Callable[[Any], str] | None,
                        undo: Callable[[Any], tuple[str, dict]] | None) -> None:
-        take = getattr(self.ops, "take_command", lambda: None)
+        take = self.ops.take_command
         take()
         try:
             result = call(self.ops)
@@ -424,10 +424,8 @@ def _err(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from erpq.config import ConfigError, load
-    from erpq.ops import Actor
+    from erpq.ops import Actor, Ops
     from erpq.runtime import EmbeddedRunner, Runtime, set_current
-
-    from .client import ConsoleOps
 
     args = parse_args(argv)
     try:
@@ -447,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     set_current(rt)
     quiet_logging()
-    ops = ConsoleOps(rt, Actor.detect("console"), read_only=args.read_only)
+    ops = Ops(rt, Actor.detect("console"), read_only=args.read_only)
     runner = None if args.attach else EmbeddedRunner(rt)
     mode = "attached" if args.attach else "embedded runner"
     app = ErpqConsole(ops, settings, mode=mode, install_signals=True, tune_gc=True)
