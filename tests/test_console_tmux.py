@@ -72,11 +72,11 @@ def tmux():
         pytest.skip("tmux is not installed")
     sessions: list[Tmux] = []
 
-    def start(command: str, cwd: Path, env: dict[str, str]) -> Tmux:
+    def start(command: str, cwd: Path, env: dict[str, str], size: tuple[int, int] = (100, 30)) -> Tmux:
         t = Tmux(f"erpq-test-{uuid.uuid4().hex[:8]}")
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        subprocess.run([TMUX, "new-session", "-d", "-s", t.name, "-x", "100", "-y", "30", "-c", str(cwd),
-                        f"env {exports} {command}"], check=True)
+        subprocess.run([TMUX, "new-session", "-d", "-s", t.name, "-x", str(size[0]), "-y", str(size[1]),
+                        "-c", str(cwd), f"env {exports} {command}"], check=True)
         sessions.append(t)
         return t
 
@@ -145,3 +145,22 @@ def test_dropped_connection_stops_the_runner_cleanly(tmux, tmp_path: Path):
 
     wait_until(gone, timeout=30, message=f"console process {pid} to exit")
     assert stopped_cleanly(cfg)
+
+
+@pytest.mark.parametrize("colours", [
+    {"TERM": "xterm", "NO_COLOR": "1"},  # 16 colours, monochrome
+    {"TERM": "xterm-256color", "COLORTERM": "truecolor"},
+], ids=["16-colours-no-color", "truecolor"])
+def test_usable_at_80x24_in_each_colour_mode(tmux, tmp_path: Path, colours: dict[str, str]):
+    """Every view's tab, the counts and the footer keys fit in 80x24, whatever the colours."""
+    cfg = write_config(tmp_path)
+    t = tmux(f"{console_command()} --attach", tmp_path, {"ERPQ_CONFIG": str(cfg), **colours}, size=(80, 24))
+    screen = t.wait_for("erp:check-system-health")
+    for label in ("1 Schedule", "2 Queue", "3 Failed", "4 Health", "5 Batches", "6 Activity", "7 Runners"):
+        assert label in screen
+    assert "pending 0" in screen and "q Quit" in screen
+    t.keys("3")
+    assert "failed" in t.wait_for("3 Failed").lower()
+    t.keys("q")
+    wait_until(lambda: "erp:check-system-health" not in t.screen() or not t.screen().strip(), timeout=20,
+               message="the console to quit")
