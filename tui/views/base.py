@@ -66,10 +66,12 @@ class View(Vertical):
 
     # ------------------------------------------------------------ data
     def fetch(self, ops: Any) -> Any:  # thread
-        raise NotImplementedError
+        """Read this view's data through ``ops`` (every view defines it)."""
+        raise TypeError(f"{type(self).__name__} must define fetch()")
 
     def show(self, data: Any) -> None:  # event loop
-        raise NotImplementedError
+        """Put what ``fetch`` read on the screen (every view defines it)."""
+        raise TypeError(f"{type(self).__name__} must define show()")
 
     def tick(self) -> None:
         pass
