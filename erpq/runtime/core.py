@@ -160,8 +160,9 @@ class Runtime:
 
     def enqueue(self, name: str, *args, delay: float | None = None, eta: dt.datetime | None = None,
                 tenant_id: int | None = None, batch_id: str | None = None, trigger: str | None = None,
-                meta: dict | None = None, **kwargs) -> str:
-        """Enqueue job ``name`` with arguments; returns the task id.
+                meta: dict | None = None, task_id: str | None = None, **kwargs) -> str:
+        """Enqueue job ``name`` with arguments; returns the task id (``task_id``
+        if given, e.g. a token the job's row already carries).
 
         Huey reserves some keyword names (eta, delay, id, retries, ...): job
         functions must not use them as parameters.
@@ -169,7 +170,7 @@ class Runtime:
         wrapper = self.task_wrapper(name)
         if JOBS[name].periodic:
             return self.trigger_periodic(name)
-        task = wrapper.s(*args, **kwargs)
+        task = wrapper.s(*args, **kwargs) if task_id is None else wrapper.s(*args, id=task_id, **kwargs)
         if delay is not None or eta is not None:
             from huey.utils import normalize_time
 

@@ -68,11 +68,6 @@ class HistoryWriter:
         self._thread: threading.Thread | None = None
 
     # -- producers (worker threads)
-    def add_run(self, row: dict) -> None:
-        with self._lock:
-            self._rows.append(row)
-        self._ensure_thread()
-
     def add_job_run(self, task, meta: dict, status: str, attempt: int, started: float,
                     finished: float, duration: float, error: str | None) -> None:
         """Record a finished job; the row is built by the writer thread, not the worker."""
@@ -81,8 +76,6 @@ class HistoryWriter:
         self._ensure_thread()
 
     def _job_row(self, item) -> dict:
-        if isinstance(item, dict):
-            return item
         task, meta, status, attempt, started, finished, duration, error = item
         return {
             "task_id": task.id,

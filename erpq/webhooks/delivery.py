@@ -473,7 +473,7 @@ def enqueue(rt, delivery_pk: int, token: str, tenant_id: int | None,
     """
     if eta is not None and eta.microsecond:
         eta = eta.replace(microsecond=0) + dt.timedelta(seconds=1)
-    return rt.enqueue(JOB, delivery_pk=delivery_pk, job_token=token, id=token,
+    return rt.enqueue(JOB, delivery_pk=delivery_pk, job_token=token, task_id=token,
                       tenant_id=tenant_id, eta=eta)
 
 
