@@ -267,6 +267,24 @@ def test_delayed_job_goes_to_the_schedule_and_can_be_cancelled(rt, ops):
     assert work(rt) == 0 and testjobs.ECHOED == []
 
 
+def test_due_scheduled_jobs_move_to_the_queue_in_one_step(rt, ops):
+    """The scheduler never holds due tasks in memory (a crash there would lose
+    them): the store moves them to the queue itself and hands Huey nothing."""
+    soon = [rt.enqueue("TestEcho", i, delay=30) for i in range(3)]
+    later = rt.enqueue("TestEcho", "later", delay=3600)
+    assert ops.scheduled().total == 4
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # Huey's scheduler clock: naive UTC
+    assert rt.huey.read_schedule(now) == []
+    assert ops.scheduled().total == 4 and ops.pending().total == 0
+    assert rt.huey.read_schedule(now + dt.timedelta(seconds=60)) == []
+    assert [j.id for j in ops.scheduled().items] == [later]
+    assert sorted(j.id for j in ops.pending().items) == sorted(soon)
+    with pytest.MonkeyPatch.context() as mp:  # run them as if a minute had passed
+        mp.setattr(rt.huey, "_get_timestamp", lambda: now + dt.timedelta(seconds=60))
+        assert work(rt) == 3
+    assert sorted(testjobs.ECHOED) == [0, 1, 2]
+
+
 def test_pending_pages_in_fifo_order(rt, ops):
     ids = [rt.enqueue("TestEcho", i) for i in range(1000)]
     page = ops.pending(offset=990, limit=20)

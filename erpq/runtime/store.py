@@ -115,6 +115,23 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
             with self.db(commit=True) as curs:
                 self._cleanup(curs, release)
 
+    def read_schedule(self, ts):
+        """Move due scheduled tasks straight into the queue, in one transaction.
+
+        Huey pops them from the schedule and then enqueues them one by one: a
+        process killed in between loses them. Here nothing is handed back to
+        Huey's scheduler (it has nothing left to enqueue); a due task is always
+        either still scheduled or already queued.
+        """
+        with self.db(commit=True) as curs:
+            curs.execute(
+                "insert into task (queue, data, priority) select queue, data, 0 from schedule "
+                "where queue = ? and timestamp <= ? order by timestamp, id",
+                (self.name, ts.timestamp()),
+            )
+            curs.execute("delete from schedule where queue = ? and timestamp <= ?", (self.name, ts.timestamp()))
+        return []
+
     # -- in-flight introspection and recovery
     def inflight_count(self) -> int:
         return self.sql(
@@ -221,6 +238,15 @@ return 0
 """
 
 
+# Move every scheduled task due by ARGV[1] to the queue, atomically (KEYS:
+# schedule zset, queue list). Huey's own pop hands them to Python to enqueue.
+_SCHEDULE_TO_QUEUE_LUA = """
+local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])
+for i = 1, #due do redis.call('lpush', KEYS[2], due[i]) end
+if #due > 0 then redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1]) end
+return #due
+"""
+
 # KEYS: in-flight list, queue list, result hash. ARGV[1]: finished claim (or
 # ''), ARGV[2..]: result keys to delete. Returns the next task, moved in-flight.
 _RELEASE_AND_TAKE_LUA = """
@@ -239,6 +265,7 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         self._registered: str | None = None
         self._requeue = self.conn.register_script(_REQUEUE_LUA)
         self._release_and_take = self.conn.register_script(_RELEASE_AND_TAKE_LUA)
+        self._schedule_to_queue = self.conn.register_script(_SCHEDULE_TO_QUEUE_LUA)
 
     def inflight_key(self, runner: str | None = None) -> str:
         return f"huey.erpq.inflight.{self.name}.{runner or self.runner_id}"
@@ -278,6 +305,11 @@ class ReliableRedisStorage(_Claims, RedisStorage):
             self.conn.lrem(self.inflight_key(), 1, release)
         if stale:
             self.conn.hdel(self.result_key, *stale)
+
+    def read_schedule(self, ts):
+        """Move due scheduled tasks to the queue atomically (see the SQLite storage)."""
+        self._schedule_to_queue(keys=[self.schedule_key, self.queue_key], args=[self.convert_ts(ts)])
+        return []
 
     def inflight_runners(self) -> dict[str, float | None]:
         runners = {}
