@@ -308,6 +308,7 @@ def test_running_job_is_tracked_in_flight(rt, ops, runner):
     assert page.total == 1
     (info,) = page.items
     assert (info.id, info.task_name, info.state, info.runner) == (task_id, "TestBlock", "running", rt.runner_id)
+    assert utcnow() - dt.timedelta(seconds=30) < info.started_at <= utcnow()  # "running for how long"
     assert rt.huey.pending_count() == 0
 
     release.set()

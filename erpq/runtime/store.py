@@ -231,6 +231,7 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
 # consuming end of the queue. Atomic, so two reapers can never both requeue it.
 _REQUEUE_LUA = """
 if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('hdel', KEYS[3], ARGV[1])
   if ARGV[2] ~= '' then redis.call('rpush', KEYS[2], ARGV[2]) end
   return 1
 end
@@ -247,12 +248,21 @@ if #due > 0 then redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1]) end
 return #due
 """
 
-# KEYS: in-flight list, queue list, result hash. ARGV[1]: finished claim (or
-# ''), ARGV[2..]: result keys to delete. Returns the next task, moved in-flight.
+# KEYS: in-flight list, queue list, result hash, claim-time hash. ARGV[1]:
+# finished claim (or ''), ARGV[2..]: result keys to delete. Returns the next
+# task, moved in-flight with its claim time.
 _RELEASE_AND_TAKE_LUA = """
-if ARGV[1] ~= '' then redis.call('lrem', KEYS[1], 1, ARGV[1]) end
+if ARGV[1] ~= '' then
+  redis.call('lrem', KEYS[1], 1, ARGV[1])
+  redis.call('hdel', KEYS[4], ARGV[1])
+end
 for i = 2, #ARGV do redis.call('hdel', KEYS[3], ARGV[i]) end
-return redis.call('lmove', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
+local data = redis.call('lmove', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
+if data then
+  local t = redis.call('time')
+  redis.call('hset', KEYS[4], data, t[1] .. '.' .. string.format('%06d', t[2]))
+end
+return data
 """
 
 
@@ -270,6 +280,10 @@ class ReliableRedisStorage(_Claims, RedisStorage):
     def inflight_key(self, runner: str | None = None) -> str:
         return f"huey.erpq.inflight.{self.name}.{runner or self.runner_id}"
 
+    def claimed_key(self, runner: str | None = None) -> str:
+        """Hash: claimed task data -> claim time (epoch seconds) of a runner's claims."""
+        return f"huey.erpq.claimed.{self.name}.{runner or self.runner_id}"
+
     def register_runner(self) -> None:
         """List this runner, so that reapers find its in-flight list."""
         self.conn.sadd(self.runners_key, self.runner_id)
@@ -281,28 +295,33 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         key = self.inflight_key()
         if self._registered != self.runner_id:
             self.register_runner()
+        claimed = self.claimed_key()
         if release is not None or stale:
             # One round trip: drop the finished claim and stale keys, take the next task.
-            data = self._release_and_take(keys=[key, self.queue_key, self.result_key],
+            data = self._release_and_take(keys=[key, self.queue_key, self.result_key, claimed],
                                           args=[release or b"", *stale])
-        elif self.blocking:
-            data = None  # go straight to the blocking move below
-        else:
-            data = self.conn.lmove(self.queue_key, key, "RIGHT", "LEFT")
-        if data is None and self.blocking:
+            if data is not None:
+                self._claims.claim = data
+                return data
+        moved = None
+        if self.blocking:
             try:
-                data = self.conn.blmove(self.queue_key, key, self.read_timeout, "RIGHT", "LEFT")
+                moved = self.conn.blmove(self.queue_key, key, self.read_timeout, "RIGHT", "LEFT")
             except TimeoutError:
-                data = None
-        if data is not None:
-            self._claims.claim = data
-        return data
+                moved = None
+        else:
+            moved = self.conn.lmove(self.queue_key, key, "RIGHT", "LEFT")
+        if moved is not None:  # the queue was empty a moment ago: one more round trip is free
+            self.conn.hset(claimed, moved, time.time())
+            self._claims.claim = moved
+        return moved
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
         if release is not None:
             self.conn.lrem(self.inflight_key(), 1, release)
+            self.conn.hdel(self.claimed_key(), release)
         if stale:
             self.conn.hdel(self.result_key, *stale)
 
@@ -327,8 +346,9 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         return sum(pipe.execute()) if members else 0
 
     def inflight_of(self, runner: str) -> list[Claim]:
-        items = self.conn.lrange(self.inflight_key(runner), 0, -1)
-        return [(data, runner, None, data) for data in reversed(items)]
+        items = list(reversed(self.conn.lrange(self.inflight_key(runner), 0, -1)))
+        times = self.conn.hmget(self.claimed_key(runner), items) if items else []
+        return [(data, runner, float(ts) if ts else None, data) for data, ts in zip(items, times, strict=True)]
 
     def inflight_page(self, offset: int = 0, limit: int = 50) -> list[Claim]:
         claims: list[Claim] = []
@@ -344,9 +364,11 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         taken = 0
         key = self.inflight_key(runner)
         for original, data in claims:
-            taken += self._requeue(keys=[key, self.queue_key], args=[original, data or b""])
+            taken += self._requeue(keys=[key, self.queue_key, self.claimed_key(runner)],
+                                   args=[original, data or b""])
         if runner and not self.conn.llen(key):
             self.conn.srem(self.runners_key, runner)
+            self.conn.delete(self.claimed_key(runner))
         return taken
 
     def enqueued_page(self, offset: int = 0, limit: int = 50) -> list[tuple[object, bytes]]:
@@ -369,5 +391,5 @@ class ReliableRedisStorage(_Claims, RedisStorage):
     def flush_all(self):
         super().flush_all()
         for raw in self.conn.smembers(self.runners_key):
-            self.conn.delete(self.inflight_key(raw.decode()))
+            self.conn.delete(self.inflight_key(raw.decode()), self.claimed_key(raw.decode()))
         self.conn.delete(self.runners_key)
