@@ -513,6 +513,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unreachable(exc: Exception, args) -> str | None:
+    """A one-line message when the database or the queue store cannot be reached
+    (the URL shown without its password), else None."""
+    import redis
+    import sqlalchemy.exc
+
+    from .runtime.core import redact_url
+
+    try:
+        settings = config_mod.load(getattr(args, "config", None))
+    except ConfigError:
+        return None
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return f"cannot use the database {redact_url(settings.database.url)}: {first}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return f"cannot reach the queue store {redact_url(settings.queue.url)}: {first}"
+    return None
+
+
 def _version() -> str:
     from . import __version__
 
@@ -544,6 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OpsError | UnknownTask | SchemaOutOfDate):
             print(f"erpq: error: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, SchemaOutOfDate) else 1
+        unreachable = _unreachable(exc, args)
+        if unreachable:
+            print(f"erpq: error: {unreachable}", file=sys.stderr)
+            return 1
         raise
     finally:
         if rt is not None:

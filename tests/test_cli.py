@@ -241,3 +241,17 @@ def test_installed_script_runs(cfg):
                           text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().endswith("file not found")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("section, url, what", [
+    ("database", "postgresql+psycopg://erpq:s3cret@127.0.0.1:1/erpq", "cannot use the database"),
+    ("queue", "redis://:s3cret@127.0.0.1:1/0", "cannot reach the queue store"),
+])
+def test_unreachable_server_is_one_line_without_the_password(tmp_path, capsys, section, url, what):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[{section}]\nurl = "{url}"\n[log]\npath = "erpq.log"\n'
+                   + ('[database]\nurl = "sqlite:///db.sqlite"\n' if section == "queue" else ""))
+    assert main(["--config", str(cfg), "queue", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"erpq: error: {what} ") and err.count("\n") == 1
+    assert "s3cret" not in err and ":***@127.0.0.1:1" in err
