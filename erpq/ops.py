@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -1141,6 +1140,3 @@ def _webhook_error(exc: Exception) -> OpsError:
     message = str(exc)
     return NotFound(message) if message.startswith("unknown") else Conflict(message)
 
-
-def host_name() -> str:
-    return socket.gethostname()

@@ -42,7 +42,7 @@ from ..db import (
 from ..models import FailedJob, JobBatch, JobRun, Runner, ScheduleState, SystemHealth
 from . import locks
 from .app import ErpqHuey
-from .history import HistoryWriter, summarize_args
+from .history import HistoryWriter
 from .registry import JOBS, load_capabilities
 from .store import ReliableRedisStorage, ReliableSqliteStorage
 
@@ -325,9 +325,6 @@ class Runtime:
             out["system_health"] = s.execute(sa.delete(SystemHealth).where(
                 SystemHealth.checked_at < now - dt.timedelta(days=r.health_days))).rowcount
         return out
-
-    def summarize(self, name: str, args, kwargs) -> str:
-        return summarize_args(args, kwargs)
 
 
 def _pid_alive(pid: int) -> bool:
