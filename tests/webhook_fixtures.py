@@ -6,8 +6,7 @@ Everything here talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -17,6 +16,7 @@ from pytest_httpserver import HTTPServer
 from erpq.models import Tenant, Webhook, WebhookDelivery
 from erpq.runtime import Runtime
 from erpq.webhooks import service
+from polling import wait_until  # noqa: F401  (re-exported for the webhook tests)
 
 T = TypeVar("T")
 
@@ -34,17 +34,6 @@ def receiver() -> Iterator[HTTPServer]:
 
 def hook_url(server: HTTPServer, path: str = "/hook") -> str:
     return f"http://127.0.0.1:{server.port}{path}"
-
-
-def wait_until(condition: Callable[[], T], timeout: float = 30.0, message: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {message} (last: {value!r})")
-        time.sleep(0.05)
 
 
 def add_tenant(rt: Runtime, slug: str = "acme") -> int:
