@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -143,7 +145,13 @@ def test_dropped_connection_stops_the_runner_cleanly(tmux, tmp_path: Path):
             return True
         return False
 
-    wait_until(gone, timeout=30, message=f"console process {pid} to exit")
+    try:
+        wait_until(gone, timeout=60, message=f"console process {pid} to exit")
+    except AssertionError:
+        os.kill(pid, signal.SIGUSR1)  # the console dumps its threads' stacks to its log
+        time.sleep(1)
+        raise AssertionError(f"console {pid} did not exit after SIGHUP; its threads:\n"
+                             + (tmp_path / "erpq.log").read_text()[-6000:]) from None
     assert stopped_cleanly(cfg)
 
 
@@ -155,10 +163,10 @@ def test_usable_at_80x24_in_each_colour_mode(tmux, tmp_path: Path, colours: dict
     """Every view's tab, the counts and the footer keys fit in 80x24, whatever the colours."""
     cfg = write_config(tmp_path)
     t = tmux(f"{console_command()} --attach", tmp_path, {"ERPQ_CONFIG": str(cfg), **colours}, size=(80, 24))
-    screen = t.wait_for("erp:check-system-health")
-    for label in ("1 Schedule", "2 Queue", "3 Failed", "4 Health", "5 Batches", "6 Activity", "7 Runners"):
-        assert label in screen
-    assert "pending 0" in screen and "q Quit" in screen
+    wanted = ("1 Schedule", "2 Queue", "3 Failed", "4 Health", "5 Batches", "6 Activity", "7 Runners",
+              "pending 0", "erp:check-system-health", "q Quit")
+    wait_until(lambda: all(w in t.screen() for w in wanted), timeout=20,
+               message=f"all of {wanted} on the 80x24 screen")
     t.keys("3")
     assert "failed" in t.wait_for("3 Failed").lower()
     t.keys("q")

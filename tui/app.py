@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import faulthandler
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -91,6 +93,8 @@ class ErpqConsole(App):
         self.polls = 0
         self.first_screen_at: float | None = None
         self.exit_requested = False
+        #: Called (from the event loop) when the terminal hangs up; main() sets it.
+        self.on_hangup: Callable[[], None] | None = None
         self.startup_messages: list[str] = []
         # Views with a read in flight; one slow read (say, failure clusters over
         # 100,000 rows) must not stop the other views from updating.
@@ -109,6 +113,22 @@ class ErpqConsole(App):
         yield Line(id="message")
         yield Footer(compact=True, show_command_palette=False)
 
+    def _hangup(self) -> None:
+        """The terminal is gone (a dropped SSH connection). Restoring it would
+        write to a dead tty: Textual's output thread dies on the EIO and its
+        shutdown then waits forever. So: point our output at /dev/null and let
+        ``on_hangup`` stop the runner and end the process; else just exit."""
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (1, 2):
+            try:
+                os.dup2(devnull, fd)
+            except OSError:
+                pass
+        if self.on_hangup is not None:
+            self.on_hangup()
+        else:
+            self.exit()
+
     def on_mount(self) -> None:
         if self.settings.console.keys:
             self.set_keymap(dict(self.settings.console.keys))
@@ -117,8 +137,8 @@ class ErpqConsole(App):
         self._draw_status()
         if self.install_signals:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, self.exit)
+            loop.add_signal_handler(signal.SIGTERM, self.exit)
+            loop.add_signal_handler(signal.SIGHUP, self._hangup)
             if self.exit_requested:
                 self.exit()
         for text in self.startup_messages:
@@ -445,10 +465,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     set_current(rt)
     quiet_logging()
+    stacks = _dump_stacks_on_sigusr1(settings.path(settings.log.path))
     ops = Ops(rt, Actor.detect("console"), read_only=args.read_only)
     runner = None if args.attach else EmbeddedRunner(rt)
     mode = "attached" if args.attach else "embedded runner"
     app = ErpqConsole(ops, settings, mode=mode, install_signals=True, tune_gc=True)
+    finished = threading.Event()
+    stopping = threading.Lock()
+
+    def stop_everything() -> None:
+        with stopping:  # once, whether the hang-up thread or the main thread gets here first
+            if not finished.is_set():
+                _stop_everything()
+                finished.set()
+
+    def _stop_everything() -> None:
+        if starter is not None:
+            starter.join()
+        if runner is not None and runner.running:
+            _err("stopping the embedded runner (waiting for running jobs)…")
+            runner.stop()
+        set_current(None)
+        rt.close()
+        if stacks is not None:
+            faulthandler.unregister(signal.SIGUSR1)
+            stacks.close()
+
+    def hung_up() -> None:  # the terminal is gone: stop cleanly, then end without touching it
+        def finish() -> None:
+            stop_everything()
+            os._exit(0)
+
+        threading.Thread(target=finish, name="erpq-hangup", daemon=True).start()
+
+    app.on_hangup = hung_up
 
     def early_signal(signum, frame) -> None:  # before the event loop takes over
         app.exit_requested = True
@@ -477,14 +527,19 @@ def main(argv: list[str] | None = None) -> int:
         # Ignore further hangups while we stop cleanly (the terminal may be gone).
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
-        if starter is not None:
-            starter.join()
-        if runner is not None and runner.running:
-            _err("stopping the embedded runner (waiting for running jobs)…")
-            runner.stop()
-        set_current(None)
-        rt.close()
+        stop_everything()
     return app.return_code or 0
+
+
+def _dump_stacks_on_sigusr1(log_path):
+    """``kill -USR1 PID`` writes every thread's stack to the log file: how an
+    operator (or a test) sees where a console that will not quit is waiting."""
+    try:
+        fh = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the handler)
+    except OSError:
+        return None
+    faulthandler.register(signal.SIGUSR1, file=fh, all_threads=True)
+    return fh
 
 
 if __name__ == "__main__":
