@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 import testjobs
+from draining import drain
 from erpq.models import AuditLog, FailedJob, JobBatch, JobRun, ScheduleState, Tenant, User
 from erpq.ops import Actor, Conflict, NotFound, Ops, OpsError, ReadOnly
 from erpq.runtime import Runtime, locks
@@ -54,13 +55,7 @@ def snapshot(rt: Runtime) -> dict:
     return rows
 
 
-def work(rt: Runtime) -> None:
-    while rt.huey.pending_count():
-        task = rt.huey.dequeue()
-        if task is None:
-            break
-        rt.huey.execute(task)
-
+work = drain
 
 def make_failure(rt: Runtime) -> int:
     rt.enqueue("TestFailNow", 1)

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 import testjobs
+from draining import drain
 from erpq.db import utcnow
 from erpq.models import FailedJob, JobBatch, JobRun, Runner
 from erpq.ops import Actor, NotFound, Ops
@@ -52,19 +53,7 @@ def runner(rt: Runtime):
         r.stop()
 
 
-def work(rt: Runtime, limit: int = 10_000) -> int:
-    """Take and execute queued tasks in this thread until the queue is empty."""
-    done = 0
-    # Checking the count first avoids Redis's blocking dequeue on an empty queue.
-    while done < limit and rt.huey.pending_count():
-        task = rt.huey.dequeue()
-        if task is None:
-            break
-        rt.huey.execute(task)
-        done += 1
-    rt.huey.storage.release_pending()  # what a worker's next dequeue (or shutdown) does
-    return done
-
+work = drain  # take and execute queued tasks in this thread
 
 def runs(rt: Runtime, **where) -> list[JobRun]:
     rt.history.flush()

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 import testjobs
 from conftest import make_settings
+from draining import drain
 from erpq.db import make_engine, upgrade, utcnow
 from erpq.models import FailedJob, JobRun
 from erpq.ops import Actor, Ops
@@ -54,17 +55,7 @@ def _reset_jobs():
     testjobs.reset()
 
 
-def work(rt: Runtime) -> int:
-    n = 0
-    while rt.huey.pending_count():
-        task = rt.huey.dequeue()
-        if task is None:
-            break
-        rt.huey.execute(task)
-        n += 1
-    rt.huey.storage.release_pending()
-    return n
-
+work = drain
 
 def test_history_failures_and_retry(make_rt):
     rt = make_rt()

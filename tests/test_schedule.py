@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import REDIS_URL, _reset_redis, make_settings, need, redis_available
+from draining import drain
 from erpq.db import utcnow
 from erpq.models import JobRun, Lock
 from erpq.ops import Actor, Ops
@@ -147,17 +148,7 @@ def queued(rt: Runtime) -> list:
     return [rt.huey.deserialize_task(d) for _k, d in rt.huey.storage.enqueued_page(0, 100)]
 
 
-def execute_all(rt: Runtime) -> int:
-    n = 0
-    while rt.huey.pending_count():
-        task = rt.huey.dequeue()
-        if task is None:
-            break
-        rt.huey.execute(task)
-        n += 1
-    rt.huey.storage.release_pending()
-    return n
-
+execute_all = drain
 
 def test_due_task_is_enqueued_once_and_runs(runtimes, clock, calls):
     rt = runtimes()

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from pytest_httpserver import HTTPServer
 
+from draining import drain
 from erpq.models import Tenant, Webhook, WebhookDelivery
 from erpq.runtime import Runtime
 from erpq.webhooks import service
@@ -82,14 +83,7 @@ def webhook(rt: Runtime, pk: int = 1) -> Webhook:
 
 def run_queued(rt: Runtime, limit: int = 100) -> int:
     """Execute the jobs waiting in the queue (not the scheduled ones) in this thread."""
-    n = 0
-    while n < limit:
-        task = rt.huey.dequeue()
-        if task is None:
-            return n
-        rt.huey.execute(task)
-        n += 1
-    return n
+    return drain(rt, limit)
 
 
 def scheduled_ids(rt: Runtime) -> list[str]:
