@@ -74,13 +74,25 @@ def start_receiver() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def signed_post(client, url: str, secret: str, created, i: int) -> None:
+    """One signed POST as a hand-written sender would make it (both baselines)."""
+    from erpq.webhooks.delivery import body_of, sign
+
+    body = body_of("deal.created", {"id": i, "name": f"Deal {i}"}, created)
+    ts = int(time.time())
+    r = client.post(url, content=body, headers={
+        "Content-Type": "application/json", "webhook-id": f"msg_{i}",
+        "webhook-timestamp": str(ts), "webhook-signature": sign(secret, f"msg_{i}", ts, body)})
+    assert r.status_code == 200
+
+
 def bare_loop(url: str, n: int, workers: int) -> tuple[float, float]:
     """(seconds, CPU seconds of this process) for n signed POSTs from one pooled
     httpx.Client shared by ``workers`` threads."""
     import httpx
 
     from erpq.db import utcnow
-    from erpq.webhooks.delivery import body_of, new_secret, sign
+    from erpq.webhooks.delivery import new_secret
 
     secret = new_secret()
     client = httpx.Client(limits=httpx.Limits(max_connections=workers * 2), trust_env=False)
@@ -94,12 +106,7 @@ def bare_loop(url: str, n: int, workers: int) -> tuple[float, float]:
                 i = next(counter, None)
             if i is None:
                 return
-            body = body_of("deal.created", {"id": i, "name": f"Deal {i}"}, created)
-            ts = int(time.time())
-            r = client.post(url, content=body, headers={
-                "Content-Type": "application/json", "webhook-id": f"msg_{i}",
-                "webhook-timestamp": str(ts), "webhook-signature": sign(secret, f"msg_{i}", ts, body)})
-            assert r.status_code == 200
+            signed_post(client, url, secret, created, i)
 
     threads = [threading.Thread(target=work) for _ in range(workers)]
     started, cpu = time.perf_counter(), time.process_time()
@@ -121,7 +128,7 @@ def huey_httpx_run(url: str, n: int, workers: int, store: str, redis_url: str, t
     from huey.consumer import Consumer
 
     from erpq.db import utcnow
-    from erpq.webhooks.delivery import body_of, new_secret, sign
+    from erpq.webhooks.delivery import new_secret
 
     if store == "redis":
         huey = RedisHuey(name=f"benchhttpx{os.getpid()}", url=redis_url, results=False)
@@ -133,12 +140,7 @@ def huey_httpx_run(url: str, n: int, workers: int, store: str, redis_url: str, t
 
     @huey.task(name="BarePost")
     def bare_post(i):
-        body = body_of("deal.created", {"id": i, "name": f"Deal {i}"}, created)
-        ts = int(time.time())
-        r = client.post(url, content=body, headers={
-            "Content-Type": "application/json", "webhook-id": f"msg_{i}",
-            "webhook-timestamp": str(ts), "webhook-signature": sign(secret, f"msg_{i}", ts, body)})
-        assert r.status_code == 200
+        signed_post(client, url, secret, created, i)
         done.release()
 
     for i in range(n):

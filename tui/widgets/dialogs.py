@@ -10,6 +10,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 
+def question_lines(question: str, command: str | None) -> ComposeResult:
+    """The question and the equivalent erpq command, as every confirmation shows them."""
+    yield Static(question, id="question", markup=False)
+    if command:
+        yield Static(f"$ {command}", classes="command", markup=False)
+
 class ConfirmScreen(ModalScreen[bool]):
     """Ask a yes/no question; ``y`` confirms, ``n`` or Escape declines."""
 
@@ -25,9 +31,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, id="question", markup=False)
-            if self.command:
-                yield Static(f"$ {self.command}", classes="command", markup=False)
+            yield from question_lines(self.question, self.command)
             yield Static("y: yes   n / Esc: no", classes="hint")
 
     def action_answer(self, answer: bool) -> None:
@@ -47,9 +51,7 @@ class TypedConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, id="question", markup=False)
-            if self.command:
-                yield Static(f"$ {self.command}", classes="command", markup=False)
+            yield from question_lines(self.question, self.command)
             yield Static(f"Type '{self.word}' and press Enter (Esc cancels):", classes="hint", markup=False)
             yield Input(placeholder=self.word, id="typed")
 
