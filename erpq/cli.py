@@ -18,7 +18,15 @@ import time
 from collections.abc import Callable
 
 from . import config as config_mod
-from .cli_support import CliError, parse_json_arg, print_json, print_table
+from .cli_support import (
+    CliError,
+    Group,
+    flag_parents,
+    ops_for,
+    out,
+    parse_json_arg,
+    print_json,
+)
 from .config import ConfigError
 
 Handler = Callable[[argparse.Namespace, object], int]
@@ -37,18 +45,10 @@ def _runtime(args):
 
 
 def _ops(args, rt):
-    from .ops import Actor, Ops
-
-    return Ops(rt, Actor.detect("cli"))
+    return ops_for(args, rt)
 
 
-def _out(args, items: list, columns: list[str]) -> int:
-    rows = [i.to_dict() if hasattr(i, "to_dict") else i for i in items]
-    if getattr(args, "json", False):
-        print_json(rows)
-    else:
-        print_table(rows, columns)
-    return 0
+_out = out
 
 
 # ====================================================================== schedule
@@ -219,8 +219,20 @@ def cmd_queue_cancel(args, rt) -> int:
 
 
 def cmd_queue_recover(args, rt) -> int:
-    n = rt.recover_dead_runners()
+    n = _ops(args, rt).recover()
     print(f"Recovered {n} job(s) from dead runners")
+    return 0
+
+
+def cmd_event_emit(args, rt) -> int:
+    payload = parse_json_arg(args.data, "--data") if args.data else {}
+    if not isinstance(payload, dict):
+        raise CliError("--data: must be a JSON object, e.g. '{\"id\": 7}'")
+    outcome = _ops(args, rt).emit_event(args.name, payload, args.tenant)
+    print(f"Emitted {args.name} for tenant {args.tenant} (event {outcome.event_id}): "
+          f"{outcome.handlers} handler(s)")
+    for line in outcome.effects:
+        print(f"  {line}")
     return 0
 
 
@@ -262,21 +274,6 @@ def cmd_lock_release(args, rt) -> int:
 
 
 # ====================================================================== health, db, tenants, users, audit, log
-
-
-def cmd_health(args, rt) -> int:
-    ops = _ops(args, rt)
-    if args.history:
-        tenant_id = ops.tenant_id(args.tenant) if args.tenant else None
-        items = ops.health_history(tenant_id=tenant_id, limit=args.limit)
-    else:
-        items = ops.check_health() if args.check else ops.health_latest()
-    if not items and not args.json:
-        print("No health readings yet: erp:check-system-health runs every 5 minutes, "
-              "or take one now with 'erpq health --check'.")
-        return 0
-    return _out(args, items, ["tenant", "checked_at", "status", "cpu_percent", "memory_percent", "disk_percent",
-                              "db_connections", "queue_pending", "failed_last_hour"])
 
 
 def cmd_db_upgrade(args, _rt) -> int:
@@ -368,148 +365,145 @@ def cmd_bench_queue(args, _rt) -> int:
 # ====================================================================== parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=argparse.SUPPRESS,
-                        help="config file (default: $ERPQ_CONFIG, ./config.toml, built-in defaults)")
-    json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", help="print a JSON array of objects")
-    paging = argparse.ArgumentParser(add_help=False)
-    paging.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
-    paging.add_argument("--offset", type=int, default=0, help="rows to skip")
-
-    p = argparse.ArgumentParser(prog="erpq", parents=[common],
-                                description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
-    p.add_argument("--version", action="version", version=f"erpq {_version()}")
-    groups = p.add_subparsers(dest="group", metavar="COMMAND", required=True)
-
-    def group(name: str, help: str):
-        g = groups.add_parser(name, help=help, parents=[common], description=help)
-        return g.add_subparsers(dest="cmd", metavar="SUBCOMMAND", required=True)
-
-    def cmd(sub, name: str, handler: Handler, help: str, parents=()):
-        c = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
-        c.set_defaults(handler=handler)
-        return c
-
-    s = group("schedule", "periodic tasks: list, run now, pause, resume")
-    cmd(s, "list", cmd_schedule_list, "every periodic task with last and next run", [json_flag])
+def _schedule_group(groups, common) -> None:
+    g = Group(groups, common, "schedule", "periodic tasks: list, run now, pause, resume")
+    g.cmd("list", cmd_schedule_list, "every periodic task with last and next run", json=True)
     for name, fn, text in (("run", cmd_schedule_run, "run a periodic task now"),
                            ("pause", cmd_schedule_pause, "stop a periodic task firing (persisted)"),
                            ("resume", cmd_schedule_resume, "let a paused periodic task fire again")):
-        cmd(s, name, fn, text).add_argument("name", help="task name, e.g. erp:check-system-health")
+        g.cmd(name, fn, text).add_argument("name", help="task name, e.g. erp:check-system-health")
 
-    q = group("queue", "jobs: work, list, failed, retry, forget, flush, dispatch")
-    c = cmd(q, "work", cmd_queue_work, "run the scheduler and workers in the foreground")
+
+def _queue_group(groups, common) -> None:
+    g = Group(groups, common, "queue", "jobs: work, list, failed, retry, forget, flush, dispatch")
+    c = g.cmd("work", cmd_queue_work, "run the scheduler and workers in the foreground")
     c.add_argument("--once", action="store_true", help="process one waiting job and exit")
     c.add_argument("--workers", type=int, default=None, help="worker threads (default: queue.workers)")
     c.add_argument("--no-periodic", action="store_true", help="do not fire periodic tasks from this runner")
-    c = cmd(q, "list", cmd_queue_list, "pending, scheduled and running jobs", [json_flag, paging])
+    c = g.cmd("list", cmd_queue_list, "pending, scheduled and running jobs", json=True, paged=True)
     for state in ("pending", "scheduled", "running"):
         c.add_argument(f"--{state}", action="store_true", help=f"only {state} jobs")
     c.add_argument("--search", help="only jobs whose task, arguments or id contain this text")
-    c = cmd(q, "failed", cmd_queue_failed, "failed jobs awaiting action", [json_flag, paging])
+    c = g.cmd("failed", cmd_queue_failed, "failed jobs awaiting action", json=True, paged=True)
     c.add_argument("--task", help="only this task")
     c.add_argument("--search", help="only failures whose task, error or id contain this text")
     c.add_argument("--clusters", action="store_true", help="group by task, exception and normalised message")
-    cmd(q, "show", cmd_queue_show, "one failed job with arguments and traceback", [json_flag]).add_argument(
-        "id", type=int)
-    c = cmd(q, "retry", cmd_queue_retry, "re-enqueue failed jobs as new attempts")
-    c.add_argument("ids", type=int, nargs="*", metavar="ID")
+    g.cmd("show", cmd_queue_show, "one failed job with arguments and traceback", json=True).add_argument(
+        "id", type=int, help="failed job id (see 'erpq queue failed')")
+    c = g.cmd("retry", cmd_queue_retry, "re-enqueue failed jobs as new attempts")
+    c.add_argument("ids", type=int, nargs="*", metavar="ID", help="failed job ids")
     c.add_argument("--all", action="store_true", help="every failed job (of --task)")
     c.add_argument("--task", help="with --all: only this task")
-    cmd(q, "forget", cmd_queue_forget, "drop failed jobs (restorable for retention.undo_minutes)").add_argument(
-        "ids", type=int, nargs="+", metavar="ID")
-    cmd(q, "restore", cmd_queue_restore, "bring back forgotten or flushed failed jobs").add_argument(
-        "ids", type=int, nargs="+", metavar="ID")
-    c = cmd(q, "flush", cmd_queue_flush, "drop every failed job (restorable for retention.undo_minutes)")
+    g.cmd("forget", cmd_queue_forget, "drop failed jobs (restorable for retention.undo_minutes)").add_argument(
+        "ids", type=int, nargs="+", metavar="ID", help="failed job ids")
+    g.cmd("restore", cmd_queue_restore, "bring back forgotten or flushed failed jobs").add_argument(
+        "ids", type=int, nargs="+", metavar="ID", help="failed job ids")
+    c = g.cmd("flush", cmd_queue_flush, "drop every failed job (restorable for retention.undo_minutes)")
     c.add_argument("--task", help="only this task")
     c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    cmd(q, "prune-failed", cmd_queue_prune, "delete failed jobs older than N hours").add_argument(
-        "--hours", type=float, required=True)
-    c = cmd(q, "dispatch", cmd_queue_dispatch, "enqueue any registered job by name")
-    c.add_argument("task")
+    g.cmd("prune-failed", cmd_queue_prune, "delete failed jobs older than N hours").add_argument(
+        "--hours", type=float, required=True, help="age in hours")
+    c = g.cmd("dispatch", cmd_queue_dispatch, "enqueue any registered job by name")
+    c.add_argument("task", help="job name (see 'erpq schedule list' for periodic tasks)")
     c.add_argument("--args", help='JSON: [positional], {"keyword": ...} or {"args": [...], "kwargs": {...}}')
-    cmd(q, "cancel", cmd_queue_cancel, "remove a pending or scheduled job").add_argument("job_id")
-    cmd(q, "recover", cmd_queue_recover, "re-enqueue the work of dead runners now")
+    g.cmd("cancel", cmd_queue_cancel, "remove a pending or scheduled job").add_argument("job_id", help="job id")
+    g.cmd("recover", cmd_queue_recover, "re-enqueue the work of dead runners now")
 
+
+def _fleet_groups(groups, common) -> None:
+    json_flag, paging = flag_parents()
     c = groups.add_parser("runs", help="run history, newest first", parents=[common, json_flag, paging])
     c.set_defaults(handler=cmd_runs)
-    c.add_argument("--task")
+    c.add_argument("--task", help="only this task")
     c.add_argument("--status", help="success, failed, retrying, skipped, running, enqueued, ...")
-    c.add_argument("--search")
+    c.add_argument("--search", help="only runs whose task, arguments, id or error contain this text")
 
-    b = group("batch", "groups of jobs with progress")
-    cmd(b, "list", cmd_batch_list, "batches in progress (--all: every batch)", [json_flag]).add_argument(
-        "--all", action="store_true")
-    b.choices["list"].add_argument("--limit", type=int, default=50)
-    cmd(b, "cancel", cmd_batch_cancel, "cancel a batch: jobs not yet started are skipped").add_argument("id")
+    g = Group(groups, common, "batch", "groups of jobs with progress")
+    c = g.cmd("list", cmd_batch_list, "batches in progress (--all: every batch)", json=True)
+    c.add_argument("--all", action="store_true", help="finished and cancelled batches too")
+    c.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    g.cmd("cancel", cmd_batch_cancel, "cancel a batch: jobs not yet started are skipped").add_argument(
+        "id", help="batch id")
 
-    r = group("runner", "runners and their heartbeats")
-    cmd(r, "list", cmd_runner_list, "live runners (--all: stopped ones too)", [json_flag]).add_argument(
-        "--all", action="store_true")
+    g = Group(groups, common, "runner", "runners and their heartbeats")
+    g.cmd("list", cmd_runner_list, "live runners (--all: stopped ones too)", json=True).add_argument(
+        "--all", action="store_true", help="stopped runners too")
 
-    lk = group("lock", "periodic-task locks")
-    cmd(lk, "list", cmd_lock_list, "locks held", [json_flag])
-    c = cmd(lk, "release", cmd_lock_release, "release a stale lock")
-    c.add_argument("name")
+    g = Group(groups, common, "lock", "periodic-task locks")
+    g.cmd("list", cmd_lock_list, "locks held", json=True)
+    c = g.cmd("release", cmd_lock_release, "release a stale lock")
+    c.add_argument("name", help="lock name (see 'erpq lock list')")
     c.add_argument("--force", action="store_true", help="release even if the holder is alive")
-
-    c = groups.add_parser("health", help="system health readings", parents=[common, json_flag])
-    c.set_defaults(handler=cmd_health)
-    c.add_argument("--check", action="store_true", help="take a reading now")
-    c.add_argument("--history", action="store_true", help="readings over time")
-    c.add_argument("--tenant", help="with --history: this tenant (slug or id)")
-    c.add_argument("--limit", type=int, default=60)
-
-    d = group("db", "database schema")
-    cmd(d, "upgrade", cmd_db_upgrade, "create or upgrade the schema").set_defaults(needs_runtime=False)
-    cmd(d, "current", cmd_db_current, "show the schema revision").set_defaults(needs_runtime=False)
-
-    t = group("tenant", "tenants")
-    c = cmd(t, "add", cmd_tenant_add, "add a tenant")
-    c.add_argument("slug")
-    c.add_argument("--name")
-    cmd(t, "list", cmd_tenant_list, "list tenants", [json_flag])
-
-    u = group("user", "users")
-    c = cmd(u, "add", cmd_user_add, "add a user to a tenant")
-    c.add_argument("name")
-    c.add_argument("--tenant", required=True, help="slug or id")
-    c.add_argument("--email")
-    cmd(u, "list", cmd_user_list, "list users", [json_flag]).add_argument("--tenant")
-
-    c = groups.add_parser("audit", help="operator audit log", parents=[common, json_flag])
-    c.set_defaults(handler=cmd_audit)
-    c.add_argument("--limit", type=int, default=50)
 
     c = groups.add_parser("log", help="the log tail ('Running scheduled command', 'Processing job')",
                           parents=[common])
     c.set_defaults(handler=cmd_log)
-    c.add_argument("-n", "--lines", type=int, default=50)
-    c.add_argument("-f", "--follow", action="store_true")
+    c.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    c.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+
+
+def _admin_groups(groups, common) -> None:
+    json_flag, _ = flag_parents()
+    g = Group(groups, common, "db", "database schema")
+    g.cmd("upgrade", cmd_db_upgrade, "create or upgrade the schema", runtime=False)
+    g.cmd("current", cmd_db_current, "show the schema revision", runtime=False)
+
+    g = Group(groups, common, "tenant", "tenants")
+    c = g.cmd("add", cmd_tenant_add, "add a tenant")
+    c.add_argument("slug", help="lowercase letters, digits and '-'")
+    c.add_argument("--name", help="display name (default: the slug)")
+    g.cmd("list", cmd_tenant_list, "list tenants", json=True)
+
+    g = Group(groups, common, "user", "users")
+    c = g.cmd("add", cmd_user_add, "add a user to a tenant")
+    c.add_argument("name", help="the user's name")
+    c.add_argument("--tenant", required=True, help="slug or id")
+    c.add_argument("--email", help="the user's address (reminders and notifications are mailed to it)")
+    g.cmd("list", cmd_user_list, "list users", json=True).add_argument("--tenant", help="slug or id")
+
+    g = Group(groups, common, "event", "emit business events (as the application would)")
+    c = g.cmd("emit", cmd_event_emit, "emit an event to its handlers (webhooks, workflows, ...)")
+    c.add_argument("name", help="event name, e.g. deal.created")
+    c.add_argument("--tenant", required=True, help="slug or id")
+    c.add_argument("--data", help="the payload, a JSON object")
+
+    c = groups.add_parser("audit", help="operator audit log", parents=[common, json_flag])
+    c.set_defaults(handler=cmd_audit)
+    c.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
 
     c = groups.add_parser("deploy", help="print a systemd unit or Supervisor program for this install",
                           parents=[common])
     c.set_defaults(handler=cmd_deploy, needs_runtime=False)
     c.add_argument("kind", choices=["systemd", "supervisor"])
 
-    be = group("bench", "benchmarks against the bare libraries")
-    c = cmd(be, "queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio")
-    c.set_defaults(needs_runtime=False)
-    c.add_argument("--jobs", type=int, default=20_000)
-    c.add_argument("--workers", type=int, default=4)
+    g = Group(groups, common, "bench", "benchmarks against the bare libraries")
+    c = g.cmd("queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio",
+              runtime=False)
+    c.add_argument("--jobs", type=int, default=20_000, help="jobs per side (default 20000)")
+    c.add_argument("--workers", type=int, default=4, help="worker threads (default 4)")
     c.add_argument("--store", action="append", choices=["sqlite", "redis"], help="default: both")
-    c.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    c.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Redis for the redis store")
 
-    for module, fn in (("erpq.webhooks.cli", "register"), ("erpq.webhooks.cli", "register_events")):
-        try:
-            mod = __import__(module, fromlist=[fn])
-        except ImportError:
-            continue
-        register = getattr(mod, fn, None)
-        if register is not None:
-            register(groups, common)
+
+def _capability_groups(groups, common) -> None:
+    """Mount each capability's CLI group; a capability that fails to load is a loud error."""
+    from . import capability
+
+    for cap in capability.load_all():
+        if cap.cli:
+            cap.resolve(cap.cli)(groups, common)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default: $ERPQ_CONFIG, ./config.toml, built-in defaults)")
+    p = argparse.ArgumentParser(prog="erpq", parents=[common],
+                                description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
+    p.add_argument("--version", action="version", version=f"erpq {_version()}")
+    groups = p.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    for add in (_schedule_group, _queue_group, _fleet_groups, _admin_groups, _capability_groups):
+        add(groups, common)
     return p
 
 
@@ -540,7 +534,13 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    from .capability import CapabilityError
+
+    try:
+        parser = build_parser()
+    except CapabilityError as exc:
+        print(f"erpq: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = None

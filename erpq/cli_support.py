@@ -63,3 +63,55 @@ def parse_json_arg(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(f"{what}: not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+# ---------------------------------------------------------------- building command groups
+
+
+def ops_for(args: Any, rt: Any):
+    """The ``Ops`` a command acts through, as the CLI's actor (one per runtime)."""
+    from .ops import Actor, Ops
+
+    ops = getattr(rt, "_cli_ops", None)
+    if ops is None:
+        ops = rt._cli_ops = Ops(rt, Actor.detect("cli"))
+    return ops
+
+
+def flag_parents():
+    """(``--json``, ``--limit/--offset``) parent parsers for read commands."""
+    import argparse
+
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print a JSON array of objects")
+    paging = argparse.ArgumentParser(add_help=False)
+    paging.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    paging.add_argument("--offset", type=int, default=0, help="rows to skip")
+    return json_flag, paging
+
+
+class Group:
+    """One ``erpq NAME SUBCOMMAND`` group: ``Group(groups, common, name, help).cmd(...)``."""
+
+    def __init__(self, groups: Any, common: Any, name: str, help: str):
+        self.common = common
+        g = groups.add_parser(name, help=help, parents=[common], description=help)
+        self.sub = g.add_subparsers(dest="cmd", metavar="SUBCOMMAND", required=True)
+        self.json_flag, self.paging = flag_parents()
+
+    def cmd(self, name: str, handler: Any, help: str, *, json: bool = False, paged: bool = False,
+            runtime: bool = True):
+        parents = [self.common] + ([self.json_flag] if json else []) + ([self.paging] if paged else [])
+        c = self.sub.add_parser(name, help=help, description=help, parents=parents)
+        c.set_defaults(handler=handler, needs_runtime=runtime)
+        return c
+
+
+def out(args: Any, items: Iterable, columns: Sequence[str]) -> int:
+    """Print records (``to_dict()``) or dicts as a table, or as JSON with ``--json``."""
+    rows = [i.to_dict() if hasattr(i, "to_dict") else i for i in items]
+    if getattr(args, "json", False):
+        print_json(rows)
+    else:
+        print_table(rows, columns)
+    return 0

@@ -12,27 +12,16 @@ Where the config comes from, first match wins: ``--config PATH``, the
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from croniter import croniter
-
-#: The periodic tasks of SPEC section 1 and their default cron expressions.
-DEFAULT_SCHEDULE: dict[str, str] = {
-    "crm:check-activity-reminders": "*/5 * * * *",
-    "crm:sync-email-accounts": "*/5 * * * *",
-    "erp:generate-scheduled-reports": "* * * * *",
-    "erp:check-system-health": "*/5 * * * *",
-    "erp:retry-webhook-deliveries": "*/10 * * * *",
-    "erp:generate-recurring-invoices": "0 1 * * *",
-    "erp:check-reorder-rules": "0 2 * * *",
-}
 
 
 class ConfigError(Exception):
@@ -84,8 +73,9 @@ class ScheduleSettings:
     missed_grace_s: int = 120
     #: Lease of a periodic task's overlap lock; renewed while its runner lives.
     lock_lease_s: int = 120
-    #: Cron expression per periodic task (croniter syntax), defaults in DEFAULT_SCHEDULE.
-    cron: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
+    #: Cron expression per periodic task (croniter syntax); the defaults are what each
+    #: capability declares with its task (``erpq.capability.default_schedule()``).
+    cron: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,43 +86,6 @@ class RetentionSettings:
     health_days: int = 30
     #: Forgotten/flushed failed jobs stay restorable this long.
     undo_minutes: int = 10
-
-
-@dataclass
-class HealthSettings:
-    cpu_warning: float = 80.0
-    cpu_critical: float = 95.0
-    memory_warning: float = 80.0
-    memory_critical: float = 95.0
-    disk_warning: float = 80.0
-    disk_critical: float = 95.0
-    db_connections_warning: int = 80
-    db_connections_critical: int = 150
-    queue_warning: int = 1_000
-    queue_critical: int = 10_000
-    failed_per_hour_warning: int = 10
-    failed_per_hour_critical: int = 100
-
-
-@dataclass
-class WebhookSettings:
-    timeout_s: float = 15.0
-    max_response_bytes: int = 2048
-    #: Delay before each retry, in seconds (Standard Webhooks' schedule).
-    backoff_s: list[int] = field(
-        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000]
-    )
-    #: Fraction of random jitter added to each delay.
-    jitter: float = 0.1
-    #: Disable a subscription after this many consecutive failed deliveries ...
-    disable_after_failures: int = 20
-    #: ... spread over at least this many seconds.
-    disable_after_s: int = 5 * 24 * 3600
-    #: Hosts or networks (CIDR) allowed even though not globally routable.
-    allow_hosts: list[str] = field(default_factory=list)
-    #: A pending delivery with no job this old is re-enqueued by the retry task.
-    pending_grace_s: int = 300
-    user_agent: str = "erpq-webhooks/0.1"
 
 
 @dataclass
@@ -153,6 +106,13 @@ class ConsoleSettings:
 
 
 @dataclass
+class CapabilitiesSettings:
+    #: Extra capability modules to load (each defines ``CAPABILITY``), beyond the
+    #: built-in ones and the ``erpq.capabilities`` entry points.
+    extra: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Settings:
     queue: QueueSettings = field(default_factory=QueueSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -160,13 +120,28 @@ class Settings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
-    health: HealthSettings = field(default_factory=HealthSettings)
-    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     mail: MailSettings = field(default_factory=MailSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    capabilities: CapabilitiesSettings = field(default_factory=CapabilitiesSettings)
+    #: Each capability's settings section, by section name (also reachable as an
+    #: attribute: ``settings.webhooks``).
+    sections: dict[str, Any] = field(default_factory=dict)
     #: Where this came from (for messages) and what relative paths resolve against.
     source: str = "<defaults>"
     base_dir: str = "."
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"settings have no section {name!r}")
+
+    def section(self, name: str) -> Any:
+        """A capability's settings section (its dataclass instance)."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise ConfigError(f"{self.source}: [{name}]: no capability declares this section") from None
 
     def path(self, p: str) -> Path:
         """Resolve a path from the config against the config's directory."""
@@ -216,18 +191,46 @@ def load(path: str | os.PathLike | None = None) -> Settings:
 
 
 def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Settings:
-    """Build validated settings from a parsed TOML mapping."""
-    settings = _build(Settings, raw, source, prefix="")
+    """Build validated settings from a parsed TOML mapping.
+
+    The capabilities are loaded first: their settings sections and periodic
+    tasks are part of what a valid config may contain.
+    """
+    from . import capability
+
+    caps = _build(CapabilitiesSettings, raw.get("capabilities", {}), source, "capabilities.")
+    try:
+        capability.load_all(caps.extra)
+    except capability.CapabilityError as exc:
+        raise ConfigError(f"{source}: capabilities: {exc}") from None
+    sections = capability.settings_sections()
+    core = {k: v for k, v in raw.items() if k not in sections}
+    settings = _build(Settings, core, source, prefix="", extra_known=set(sections))
+    settings.sections = {key: _build(cls, raw.get(key, {}), source, f"{key}.")
+                         for key, cls in sections.items()}
     settings.source, settings.base_dir = source, base_dir
     _validate(settings)
+    for key, section in settings.sections.items():
+        check = getattr(section, "validate", None)
+        if check is not None:
+            check(lambda k, reason, key=key: ConfigError(f"{source}: {key}.{k}: {reason}"))
     return settings
 
 
-def _build(cls, raw, source: str, prefix: str):
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_SCHEDULE":  # kept for callers: now the union of the capabilities' declarations
+        from .capability import default_schedule
+
+        return default_schedule()
+    raise AttributeError(name)
+
+
+def _build(cls, raw, source: str, prefix: str, extra_known: set[str] = frozenset()):
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or '<top>'}: expected a table")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", "base_dir")}
+    known = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", "base_dir", "sections")}
+    known |= extra_known
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -235,6 +238,8 @@ def _build(cls, raw, source: str, prefix: str):
             )
     values = {}
     for key, value in raw.items():
+        if key in extra_known:
+            continue
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             values[key] = _build(hint, value, source, f"{prefix}{key}.")
@@ -314,10 +319,13 @@ def _validate(s: Settings) -> None:
         ZoneInfo(s.schedule.timezone)
     except Exception:
         raise err("schedule.timezone", f"unknown timezone {s.schedule.timezone!r}") from None
-    merged = dict(DEFAULT_SCHEDULE)
+    from .capability import default_schedule
+
+    defaults = default_schedule()
+    merged = dict(defaults)
     for name, expr in s.schedule.cron.items():
-        if name not in DEFAULT_SCHEDULE:
-            raise err(f"schedule.cron.{name}", f"unknown periodic task (known: {', '.join(DEFAULT_SCHEDULE)})")
+        if name not in defaults:
+            raise err(f"schedule.cron.{name}", f"unknown periodic task (known: {', '.join(defaults)})")
         if not croniter.is_valid(expr) or len(expr.split()) != 5:
             raise err(f"schedule.cron.{name}", f"invalid cron expression {expr!r} (five fields: minute hour day month weekday)")
         merged[name] = expr
@@ -328,26 +336,6 @@ def _validate(s: Settings) -> None:
     for key, value in dataclasses.asdict(s.retention).items():
         if value < 0:
             raise err(f"retention.{key}", "must be 0 or more")
-
-    h = s.health
-    for metric in ("cpu", "memory", "disk", "db_connections", "queue", "failed_per_hour"):
-        warn, crit = getattr(h, f"{metric}_warning"), getattr(h, f"{metric}_critical")
-        if warn < 0 or crit < warn:
-            raise err(f"health.{metric}_critical", f"must be >= health.{metric}_warning ({warn})")
-
-    w = s.webhooks
-    if w.timeout_s <= 0:
-        raise err("webhooks.timeout_s", "must be positive")
-    if not w.backoff_s or any(b < 0 for b in w.backoff_s):
-        raise err("webhooks.backoff_s", "must be a non-empty list of seconds >= 0")
-    if not 0 <= w.jitter <= 1:
-        raise err("webhooks.jitter", "must be between 0 and 1")
-    for i, host in enumerate(w.allow_hosts):
-        try:
-            ipaddress.ip_network(host, strict=False)
-        except ValueError:
-            if not host or "/" in host or " " in host:
-                raise err(f"webhooks.allow_hosts[{i}]", f"not a host name, address or network: {host!r}") from None
 
     if not 0 < s.mail.smtp_port < 65536:
         raise err("mail.smtp_port", "must be a TCP port (1-65535)")

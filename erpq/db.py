@@ -127,17 +127,31 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _upgrade_lock = threading.Lock()
 
 
+def version_locations() -> list[Path]:
+    """The core's revisions plus each capability's own branch."""
+    from .capability import load_all
+
+    dirs = [MIGRATIONS_DIR / "versions"]
+    for cap in load_all():
+        d = cap.migrations_dir()
+        if d is not None:
+            dirs.append(d)
+    return dirs
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_locations", " ".join(str(d) for d in version_locations()))
+    cfg.set_main_option("path_separator", "space")
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision`` (idempotent)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Create or upgrade the schema to ``revision`` (default: every branch's head; idempotent)."""
     from alembic import command
 
     with _upgrade_lock, engine.begin() as conn:
@@ -147,13 +161,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision(s), "+"-joined when several branches; None when empty."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return "+".join(sorted(heads)) or None
 
 
 def head_revision() -> str:
+    """The newest revision of every branch, "+"-joined (core first when sorted)."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    return "+".join(sorted(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()))

@@ -1,18 +1,27 @@
-"""The in-process event API: ``emit(name, payload, tenant)`` and handlers.
+"""The in-process event API: ``emit(name, payload, tenant, session=s)`` and handlers.
 
-Business code announces what happened (``emit("deal.created", {...}, tenant)``)
-without knowing who listens; capabilities subscribe with ``@on("deal.created")``
-(or ``@on()`` for every event) when their module is imported. Webhook fan-out
-is one such handler (``erpq.webhooks``); workflows and deal notifications will
-be others.
+Business code announces what happened without knowing who listens;
+capabilities subscribe with ``@on("deal.created")`` (or ``@on()`` for every
+event) in one of their modules. Webhooks, workflows and deal notifications
+hang off this.
 
-``emit`` imports every capability module first (``load_capabilities``), so a
-handler is never missed because its module had not been imported yet.
+Events are transactional (an outbox):
 
-Handlers run in order of registration, in the emitting thread. One failing
-handler does not stop the others: every handler runs, then the first error is
-raised again (as ``EmitError``) so the caller knows the event was not fully
-handled.
+- ``emit(..., session=s)`` writes the event into the ``event_outbox`` table in
+  the caller's transaction. Handlers run only after that transaction commits; a
+  transaction that rolls back announces nothing.
+- ``emit(...)`` without a session writes and commits the event at once, then
+  fans it out.
+- Fan-out claims the outbox row first (one conditional UPDATE), so an event is
+  fanned out by one process at a time, and marks it done afterwards. A crash
+  between commit and fan-out leaves the row pending: the runners' sweep
+  (``sweep``, every heartbeat) fans it out later. Handlers get the outbox id as
+  ``event.id`` and use it to de-duplicate (a crash in the middle of a fan-out
+  runs it again).
+
+Handlers run in order of registration, in the dispatching thread. One failing
+handler does not stop the others; the event is then kept for the sweep to try
+again (up to ``MAX_ATTEMPTS``) and ``EmitError`` tells a caller who waited.
 """
 
 from __future__ import annotations
@@ -25,19 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import event as sa_event
+
 log = logging.getLogger("erpq.events")
 
-#: Every event name the system emits; subscriptions to other names are refused.
-EVENTS: set[str] = {
-    "contact.created",
-    "deal.created",
-    "deal.status_changed",
-    "import.finished",
-    "invoice.created",
-    "lead.created",
-    "product.updated",
-    "purchase_order.created",
-}
+#: Every event name the system emits (each capability declares its own in
+#: ``Capability(events=...)``); subscriptions to other names are refused.
+EVENTS: set[str] = set()
 
 #: "Every event", in handler registrations and webhook subscriptions.
 ALL = "*"
@@ -112,17 +115,16 @@ def handlers_for(name: str) -> list[Handler]:
     return [h for n, h in _handlers if n in (ALL, name)]
 
 
-def emit(name: str, payload: dict[str, Any] | None, tenant: Any) -> dict[str, Any]:
-    """Announce event ``name`` for ``tenant`` (an id, a Tenant row or a slug).
+#: Fan-out attempts of one event before it is left as failed.
+MAX_ATTEMPTS = 5
+#: A pending event older than this is the sweep's (its emitter died before fanning out).
+SWEEP_AFTER_S = 10.0
+#: A claim older than this is abandoned (the process died mid fan-out).
+CLAIM_LEASE_S = 120.0
 
-    ``payload`` must be a JSON object; it is checked here so that a bad payload
-    fails at the caller, not later in a queued job. Returns each handler's
-    result by handler name (the webhook handler returns its delivery ids).
-    """
-    from .runtime.registry import load_capabilities
 
-    load_capabilities()
-    check_event(name)
+def check_payload(name: str, payload: Any) -> dict[str, Any]:
+    """``payload`` as a JSON object, or TypeError naming the event and the reason."""
     payload = {} if payload is None else payload
     if not isinstance(payload, dict):
         raise TypeError(f"event {name}: payload must be a JSON object, not {type(payload).__name__}")
@@ -130,22 +132,153 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any) -> dict[str, An
         json.dumps(payload, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"event {name}: payload is not JSON: {exc}") from None
-    event = Event(name=name, payload=payload, tenant_id=_tenant_id(tenant))
+    return payload
+
+
+def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any = None) -> Any:
+    """Announce event ``name`` for ``tenant`` (an id, a Tenant row or a slug).
+
+    With ``session``: the event is written in that session's transaction and
+    fanned out after it commits; returns the outbox id. Without: written,
+    committed and fanned out now; returns each handler's result by handler name.
+    """
+    from .models import EventOutbox
+    from .runtime.registry import load_capabilities
+
+    load_capabilities()
+    check_event(name)
+    payload = check_payload(name, payload)
+    tenant_id = _tenant_id(tenant, session)
+    if session is not None:
+        row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
+        session.add(row)
+        session.flush()
+        pending = session.info.setdefault("erpq_outbox", [])
+        if not pending:
+            sa_event.listen(session, "after_commit", _after_commit)
+            sa_event.listen(session, "after_soft_rollback", _after_rollback)
+        pending.append(row.id)
+        return row.id
+    from .runtime import current
+
+    rt = current()
+    with rt.session() as s:
+        row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
+        s.add(row)
+        s.flush()
+        event_id = row.id
+    return dispatch(rt, event_id, raise_errors=True) or {}
+
+
+def _after_commit(session: Any) -> None:
+    ids = session.info.pop("erpq_outbox", [])
+    _unlisten(session)
+    if not ids:
+        return
+    from .runtime import current
+
+    rt = current()
+    for event_id in ids:
+        try:
+            dispatch(rt, event_id)
+        except Exception:  # the row stays pending or failed; the sweep retries it
+            log.exception("event %s: fan-out after commit failed", event_id)
+
+
+def _after_rollback(session: Any, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None or not session.in_transaction():
+        session.info.pop("erpq_outbox", None)
+        _unlisten(session)
+
+
+def _unlisten(session: Any) -> None:
+    for ev, fn in (("after_commit", _after_commit), ("after_soft_rollback", _after_rollback)):
+        if sa_event.contains(session, ev, fn):
+            sa_event.remove(session, ev, fn)
+
+
+def dispatch(rt: Any, event_id: int, raise_errors: bool = False) -> dict[str, Any] | None:
+    """Claim outbox row ``event_id`` and run its handlers; returns their results.
+
+    A row another process holds (or already did) is left alone: returns None.
+    """
+    import sqlalchemy as sa
+
+    from .db import utcnow
+    from .models import EventOutbox as O
+
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=CLAIM_LEASE_S)
+    with rt.session() as s:
+        claimed = s.execute(
+            sa.update(O).where(O.id == event_id, sa.or_(O.status == "pending",
+                                                         sa.and_(O.status == "dispatching", O.claimed_at < stale)))
+            .values(status="dispatching", claimed_at=now, attempts=O.attempts + 1)
+            .execution_options(synchronize_session=False)).rowcount
+        row = s.get(O, event_id) if claimed else None
+        if row is None:
+            return None
+        event = Event(name=row.name, payload=dict(row.payload or {}), tenant_id=row.tenant_id,
+                      id=str(row.id), occurred_at=row.created_at)
+        attempts = row.attempts
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
-    for handler in handlers_for(name):
+    for handler in handlers_for(event.name):
         label = f"{handler.__module__}.{handler.__qualname__}"
         try:
             results[label] = handler(event)
         except Exception as exc:  # one failing handler must not starve the others
-            log.exception("event %s %s: handler %s failed", name, event.id, label)
+            log.exception("event %s %s: handler %s failed", event.name, event.id, label)
             errors[label] = exc
-    if errors:
-        raise EmitError(name, errors)
+    with rt.session() as s:
+        if errors:
+            first = next(iter(errors.items()))
+            status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+            s.execute(sa.update(O).where(O.id == event_id).values(
+                status=status, error=f"{first[0]}: {type(first[1]).__name__}: {first[1]}"[:4000]))
+        else:
+            s.execute(sa.update(O).where(O.id == event_id).values(status="done", dispatched_at=utcnow(),
+                                                                  error=None))
+    if errors and raise_errors:
+        raise EmitError(event.name, errors)
     return results
 
 
-def _tenant_id(tenant: Any) -> int:
+def sweep(rt: Any, limit: int = 500) -> int:
+    """Fan out events whose emitter died before (or while) fanning them out; returns how many."""
+    import sqlalchemy as sa
+
+    from .db import utcnow
+    from .models import EventOutbox as O
+
+    now = utcnow()
+    with rt.read_session() as s:
+        ids = list(s.scalars(sa.select(O.id).where(sa.or_(
+            sa.and_(O.status == "pending", O.created_at < now - dt.timedelta(seconds=SWEEP_AFTER_S)),
+            sa.and_(O.status == "dispatching", O.claimed_at < now - dt.timedelta(seconds=CLAIM_LEASE_S)),
+        )).order_by(O.id).limit(limit)))
+    if not ids:
+        return 0
+    load_capabilities_quietly()
+    done = 0
+    for event_id in ids:
+        try:
+            if dispatch(rt, event_id) is not None:
+                done += 1
+        except Exception:
+            log.exception("event %s: sweep fan-out failed", event_id)
+    if done:
+        log.info("Swept %d event(s) left pending", done)
+    return done
+
+
+def load_capabilities_quietly() -> None:
+    from .runtime.registry import load_capabilities
+
+    load_capabilities()
+
+
+def _tenant_id(tenant: Any, session: Any = None) -> int:
     if isinstance(tenant, bool):
         raise TypeError("tenant must be an id, a Tenant or a slug")
     if isinstance(tenant, int):
@@ -158,8 +291,11 @@ def _tenant_id(tenant: Any) -> int:
         from .models import Tenant
         from .runtime import current
 
-        with current().read_session() as s:
-            tid = s.scalar(sa.select(Tenant.id).where(Tenant.slug == tenant))
+        if session is not None:
+            tid = session.scalar(sa.select(Tenant.id).where(Tenant.slug == tenant))
+        else:
+            with current().read_session() as s:
+                tid = s.scalar(sa.select(Tenant.id).where(Tenant.slug == tenant))
         if tid is None:
             raise LookupError(f"unknown tenant {tenant!r}")
         return tid

@@ -157,6 +157,25 @@ class ScheduleState(Base):
     changed_by: Mapped[str | None] = mapped_column(Str(128))
 
 
+class EventOutbox(Base):
+    """Events written in the emitter's transaction, fanned out after it commits."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (sa.Index("ix_event_outbox_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    name: Mapped[str] = mapped_column(Str(128))
+    tenant_id: Mapped[int] = mapped_column(sa.Integer, index=True)
+    payload: Mapped[Any] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending | dispatching | done | failed
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[dt.datetime] = _created()
+    claimed_at: Mapped[dt.datetime | None]
+    dispatched_at: Mapped[dt.datetime | None]
+    error: Mapped[str | None] = mapped_column(LongText)
+
+
 class AuditLog(Base):
     __tablename__ = "audit_log"
 

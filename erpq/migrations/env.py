@@ -4,9 +4,11 @@ or on sqlalchemy.url when alembic is used directly."""
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from erpq import models  # noqa: F401  (registers every table on the metadata)
+from erpq import models  # noqa: F401  (registers every core table on the metadata)
+from erpq.capability import load_all
 from erpq.db import Base
 
+load_all()  # and each capability's models
 config = context.config
 target_metadata = Base.metadata
 

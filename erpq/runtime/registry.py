@@ -12,26 +12,19 @@ Huey it builds from config::
 
 A job takes JSON-friendly arguments; it reaches the database through
 ``erpq.runtime.current().session()``. A periodic task takes no arguments; its
-cron expression comes from ``[schedule.cron]`` in config (defaults in
-``erpq.config.DEFAULT_SCHEDULE``).
+default cron expression is part of its declaration and ``[schedule.cron]`` in
+config overrides it.
 
-``CAPABILITY_MODULES`` lists the modules that hold jobs and periodic tasks;
-``load_capabilities()`` imports them all so the registry is complete.
+Capabilities declare their work through their ``Capability`` object
+(``@CAPABILITY.job``, ``@CAPABILITY.periodic``), which calls these decorators;
+``load_capabilities()`` loads every capability (``erpq.capability.load_all``)
+so the registry is complete.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from ..config import DEFAULT_SCHEDULE
-
-#: Modules holding jobs and periodic tasks; each capability adds itself here.
-CAPABILITY_MODULES: tuple[str, ...] = (
-    "erpq.health",
-    "erpq.webhooks",
-)
 
 
 @dataclass(frozen=True)
@@ -44,6 +37,10 @@ class JobSpec:
     timeout: float | None = None
     description: str = ""
     periodic: bool = False
+    #: Default cron expression of a periodic task.
+    cron: str = ""
+    #: The capability that declared it ("" for jobs declared outside one, e.g. in tests).
+    capability: str = ""
 
 
 JOBS: dict[str, JobSpec] = {}
@@ -69,6 +66,7 @@ def job(
     retry_backoff: float = 0,
     timeout: float | None = None,
     description: str = "",
+    capability: str = "",
 ) -> Callable[[Callable], Callable]:
     """Declare a queued job. ``retries`` extra attempts, ``retry_delay`` seconds
     before the first, multiplied by ``retry_backoff`` each time (0: constant)."""
@@ -76,27 +74,34 @@ def job(
     def decorator(func: Callable) -> Callable:
         doc = (func.__doc__ or "").strip().splitlines()
         summary = description or (doc[0] if doc else "")
-        _register(JobSpec(name, func, retries, retry_delay, retry_backoff, timeout, summary))
+        _register(JobSpec(name, func, retries, retry_delay, retry_backoff, timeout, summary,
+                          capability=capability))
         return func
 
     return decorator
 
 
-def periodic(name: str, *, description: str, retries: int = 0) -> Callable[[Callable], Callable]:
-    """Declare a periodic task; ``name`` must be one of SPEC's (DEFAULT_SCHEDULE)."""
-    if name not in DEFAULT_SCHEDULE:
-        raise ValueError(f"periodic task {name!r} has no default schedule in erpq.config.DEFAULT_SCHEDULE")
+def periodic(name: str, *, cron: str, description: str, retries: int = 0,
+             capability: str = "") -> Callable[[Callable], Callable]:
+    """Declare a periodic task firing on ``cron`` (five fields) unless config overrides it."""
+    from croniter import croniter
+
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ValueError(f"periodic task {name!r}: invalid default cron expression {cron!r}")
 
     def decorator(func: Callable) -> Callable:
-        _register(JobSpec(name, func, retries, description=description, periodic=True))
+        _register(JobSpec(name, func, retries, description=description, periodic=True, cron=cron,
+                          capability=capability))
         return func
 
     return decorator
 
 
 def load_capabilities() -> None:
-    for module in CAPABILITY_MODULES:
-        importlib.import_module(module)
+    """Load every capability, so every job and periodic task is registered."""
+    from ..capability import load_all
+
+    load_all()
 
 
 def periodic_specs() -> list[JobSpec]:

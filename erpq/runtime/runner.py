@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from huey.consumer import Consumer
 
+from .. import events
 from ..db import session_scope, utcnow
 from ..models import Runner
 from . import locks
@@ -71,6 +72,7 @@ class Heartbeat:
         self._safe(self._write_heartbeat)
         self._safe(lambda: locks.renew(rt.Session, rt.runner_id, rt.settings.schedule.lock_lease_s))
         self._safe(rt.recover_dead_runners)
+        self._safe(lambda: events.sweep(rt))
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = time.monotonic()
             self._safe(rt.prune)

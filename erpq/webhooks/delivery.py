@@ -53,11 +53,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from ..config import WebhookSettings
 from ..db import utcnow
 from ..models import Webhook, WebhookDelivery
-from ..runtime import current, job, periodic
+from ..runtime import current
 from . import guard, prepared
+from .capability import CAPABILITY, WebhookSettings
 
 log = logging.getLogger("erpq.webhooks")
 
@@ -524,13 +524,14 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
 # ---------------------------------------------------------------- the job and the periodic task
 
 
-@job(JOB, retries=0)
+@CAPABILITY.job(JOB, retries=0)
 def deliver_webhook_job(delivery_pk: int, job_token: str) -> None:
     """POST one webhook delivery (signed), record it, schedule its retry."""
     deliver(current(), delivery_pk, job_token)
 
 
-@periodic("erp:retry-webhook-deliveries", description="Re-enqueue due webhook retries and lost deliveries")
+@CAPABILITY.periodic("erp:retry-webhook-deliveries", cron="*/10 * * * *",
+                     description="Re-enqueue due webhook retries and lost deliveries")
 def retry_webhook_deliveries() -> int:
     rt = current()
     with rt.session() as s:

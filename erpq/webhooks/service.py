@@ -124,16 +124,30 @@ def subscribers(s: Session, tenant_id: int, event: str) -> list[Webhook]:
 # ---------------------------------------------------------------- deliveries
 
 
-def new_delivery_id() -> str:
+def new_delivery_id(event_id: str | None = None, webhook_id: int | None = None) -> str:
+    """A fresh delivery id; for an outbox event, the same one every time it is fanned out."""
+    if event_id is not None and webhook_id is not None:
+        return f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, f'erpq-event:{event_id}:{webhook_id}').hex}"
     return f"msg_{uuid.uuid4().hex}"
 
 
-def create_deliveries(s: Session, tenant_id: int, event: str, payload: Any) -> list[WebhookDelivery]:
-    """One pending row per subscriber, each already owned by the token of the job to come."""
-    rows = [WebhookDelivery(tenant_id=tenant_id, webhook_id=h.id, delivery_id=new_delivery_id(),
+def create_deliveries(s: Session, tenant_id: int, event: str, payload: Any,
+                      event_id: str | None = None) -> list[WebhookDelivery]:
+    """One pending row per subscriber, each already owned by the token of the job to come.
+
+    With ``event_id`` (an outbox event fanned out again after a crash), a
+    subscriber that already has this event's delivery gets no second one.
+    """
+    hooks = subscribers(s, tenant_id, event)
+    ids = {h.id: new_delivery_id(event_id, h.id) for h in hooks}
+    if event_id is not None and ids:
+        done = set(s.scalars(sa.select(WebhookDelivery.delivery_id)
+                             .where(WebhookDelivery.delivery_id.in_(list(ids.values())))))
+        hooks = [h for h in hooks if ids[h.id] not in done]
+    rows = [WebhookDelivery(tenant_id=tenant_id, webhook_id=h.id, delivery_id=ids[h.id],
                             event=event, payload=payload, status="pending", attempts=0,
                             job_id=delivery.new_token())
-            for h in subscribers(s, tenant_id, event)]
+            for h in hooks]
     s.add_all(rows)
     s.flush()
     return rows
@@ -208,15 +222,18 @@ class WebhookService:
 
         self.rt = runtime or current()
 
-    def queue_delivery(self, event: str, payload: Any, tenant: Any) -> list[str]:
-        """Queue ``event`` to every active subscriber of ``tenant``; returns the delivery ids."""
+    def queue_delivery(self, event: str, payload: Any, tenant: Any, event_id: str | None = None) -> list[str]:
+        """Queue ``event`` to every active subscriber of ``tenant``; returns the delivery ids.
+
+        ``event_id`` (the outbox id) makes a repeated fan-out add nothing.
+        """
         try:
             events.check_event(event)
         except events.UnknownEvent as exc:
             raise WebhookError(str(exc)) from None
         tenant_id = events._tenant_id(tenant)
         with self.rt.session() as s:
-            rows = create_deliveries(s, tenant_id, event, payload)
+            rows = create_deliveries(s, tenant_id, event, payload, event_id)
             todo = [(d.id, d.job_id, d.delivery_id) for d in rows]
         for pk, token, _ in todo:
             delivery.enqueue(self.rt, pk, token, tenant_id)
@@ -233,4 +250,4 @@ class WebhookService:
 @events.on()
 def fan_out_to_webhooks(event: events.Event) -> list[str]:
     """Every event goes to the tenant's webhooks subscribed to it."""
-    return WebhookService().queue_delivery(event.name, event.payload, event.tenant_id)
+    return WebhookService().queue_delivery(event.name, event.payload, event.tenant_id, event.id)

@@ -22,19 +22,20 @@ import psutil
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .db import utcnow
-from .models import FailedJob, SystemHealth, Tenant
-from .runtime import current, periodic
+from ..db import utcnow
+from ..models import FailedJob, SystemHealth, Tenant
+from ..runtime import current
+from .capability import CAPABILITY
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 #: Pending jobs looked at to count per tenant (each must be decoded).
 TENANT_SCAN_LIMIT = 50_000
 
 
-@periodic("erp:check-system-health",
-          description="Measure CPU, memory, disk, DB connections, queue and failures, per host and tenant")
+@CAPABILITY.periodic("erp:check-system-health", cron="*/5 * * * *",
+                     description="Measure CPU, memory, disk, DB connections, queue and failures, per host and tenant")
 def check_system_health_task() -> None:
     rt = current()
     with rt.session() as s:

@@ -1,0 +1,36 @@
+"""``erpq health``: latest readings, a reading now, history."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli_support import flag_parents, ops_for, out
+
+COLUMNS = ["tenant", "checked_at", "status", "cpu_percent", "memory_percent", "disk_percent",
+           "db_connections", "queue_pending", "failed_last_hour"]
+
+
+def cmd_health(args, rt) -> int:
+    ops = ops_for(args, rt)
+    health = ops.health
+    if args.history:
+        tenant_id = ops.tenant_id(args.tenant) if args.tenant else None
+        items = health.history(tenant_id=tenant_id, limit=args.limit)
+    else:
+        items = health.check() if args.check else health.latest()
+    if not items and not args.json:
+        print("No health readings yet: erp:check-system-health runs every 5 minutes, "
+              "or take one now with 'erpq health --check'.")
+        return 0
+    return out(args, items, COLUMNS)
+
+
+def register(groups, common: argparse.ArgumentParser) -> None:
+    json_flag, _ = flag_parents()
+    c = groups.add_parser("health", help="system health readings", parents=[common, json_flag],
+                          description="system health readings of the host and every tenant")
+    c.set_defaults(handler=cmd_health)
+    c.add_argument("--check", action="store_true", help="take a reading now")
+    c.add_argument("--history", action="store_true", help="readings over time")
+    c.add_argument("--tenant", help="with --history: this tenant (slug or id)")
+    c.add_argument("--limit", type=int, default=60, help="readings to show with --history (default 60)")

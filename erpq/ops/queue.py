@@ -1,0 +1,175 @@
+"""Ops section: jobs waiting, delayed and running; cancel, dispatch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..models import FailedJob
+from ..runtime import UnknownTask
+from ..runtime.history import summarize_args
+from .base import NotFound, OpsCore, OpsError, Page, _audited, _Record
+
+# ====================================================================== records
+
+
+
+@dataclass
+class JobInfo(_Record):
+    id: str
+    task_name: str
+    args_summary: str
+    state: str  # pending | scheduled | running
+    enqueued_at: dt.datetime | None = None
+    eta: dt.datetime | None = None
+    runner: str | None = None
+    started_at: dt.datetime | None = None
+    attempt: int = 1
+    tenant_id: int | None = None
+    batch_id: str | None = None
+    key: str | None = None  # opaque handle for cancel_job (pending/scheduled only)
+
+
+class QueueOps(OpsCore):
+    # ------------------------------------------------------------ queue
+    def queue_counts(self) -> dict[str, int]:
+        huey = self.rt.huey
+        with self.rt.read_session() as s:
+            failed = s.scalar(sa.select(sa.func.count()).select_from(FailedJob)
+                              .where(FailedJob.deleted_at.is_(None), FailedJob.retried_at.is_(None)))
+        return {"pending": huey.pending_count(), "scheduled": huey.scheduled_count(),
+                "running": huey.storage.inflight_count(), "failed": failed or 0}
+
+    def _job_info(self, task, state: str, key=None, **extra) -> JobInfo:
+        meta = getattr(task, "erpq", {}) or {}
+        return JobInfo(id=task.id, task_name=task.name, args_summary=summarize_args(task.args, task.kwargs),
+                       state=state, enqueued_at=self._ts(meta.get("enqueued_at")),
+                       attempt=meta.get("attempt", 1),
+                       tenant_id=meta.get("tenant_id") or task.kwargs.get("tenant_id"),
+                       batch_id=meta.get("batch_id"), key=key, **extra)
+
+    def pending(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        storage = self.rt.huey.storage
+        total = storage.queue_size()
+        items = self._filtered(lambda o, n: storage.enqueued_page(o, n), offset, limit, search,
+                               lambda key, data: self._job(data, "pending", key))
+        return Page(items, total, offset, limit)
+
+    def scheduled(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        storage = self.rt.huey.storage
+        total = storage.schedule_size()
+
+        def make(item):
+            key, data, ts = item
+            info = self._job(data, "scheduled", key)
+            if info is not None:
+                info.eta = self._ts(ts)
+            return info
+
+        items = self._filtered(lambda o, n: storage.scheduled_page(o, n), offset, limit, search,
+                               lambda *item: make(item), triple=True)
+        return Page(items, total, offset, limit)
+
+    def running(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        storage = self.rt.huey.storage
+        total = storage.inflight_count()
+        items = []
+        for _key, runner, claimed_at, data in storage.inflight_page(offset, limit):
+            task = self._decode(data)
+            if task is None:
+                continue
+            info = self._job_info(task, "running", runner=runner, started_at=self._ts(claimed_at))
+            if search and not _matches(info, search):
+                continue
+            items.append(info)
+        return Page(items, total, offset, limit)
+
+    def _job(self, data: bytes, state: str, key) -> JobInfo | None:
+        task = self._decode(data)
+        if task is None:
+            return None
+        return self._job_info(task, state, key=_key_text(key))
+
+    def _filtered(self, fetch, offset, limit, search, make, triple=False):
+        """Read a page; with a search, scan forward (in chunks) for matches, up to 20,000 jobs."""
+        if not search:
+            rows = fetch(offset, limit)
+            items = [make(*r) if triple else make(r[0], r[1]) for r in rows]
+            return [i for i in items if i is not None]
+        found, pos, scanned = [], 0, 0
+        while len(found) < offset + limit and scanned < 20_000:
+            rows = fetch(pos, 1000)
+            if not rows:
+                break
+            pos += len(rows)
+            scanned += len(rows)
+            for r in rows:
+                info = make(*r) if triple else make(r[0], r[1])
+                if info is not None and _matches(info, search):
+                    found.append(info)
+        return found[offset: offset + limit]
+
+    @_audited
+    def cancel_job(self, job_id: str, key: str | None = None) -> None:
+        """Remove a pending or scheduled job before it runs."""
+        storage = self.rt.huey.storage
+        self._act("queue.cancel", job_id, f"erpq queue cancel {job_id}")
+        if key is not None and self._remove_by_key(key):
+            return
+        for page, remove in ((storage.enqueued_page, storage.remove_enqueued),
+                             (storage.scheduled_page, storage.remove_scheduled)):
+            pos = 0
+            while True:
+                rows = page(pos, 1000)
+                if not rows:
+                    break
+                for row in rows:
+                    task = self._decode(row[1])
+                    if task is not None and task.id == job_id and remove(row[0]):
+                        return
+                pos += len(rows)
+        raise NotFound(f"no pending or scheduled job with id {job_id!r}")
+
+    def _remove_by_key(self, key: str) -> bool:
+        storage = self.rt.huey.storage
+        k = _key_value(key)
+        return storage.remove_enqueued(k) or storage.remove_scheduled(k)
+
+    @_audited
+    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None) -> str:
+        """Enqueue any registered job by name; returns the task id."""
+        if task_name not in self.rt.tasks:
+            known = ", ".join(sorted(self.rt.tasks))
+            raise NotFound(f"unknown task {task_name!r} (known: {known})")
+        args, kwargs = list(args or []), dict(kwargs or {})
+        reserved = {"eta", "delay", "id", "retries", "retry_delay", "retry_backoff", "priority",
+                    "expires", "timeout"} & set(kwargs)
+        if reserved:
+            raise OpsError(f"argument name(s) {', '.join(sorted(reserved))} are reserved by Huey")
+        payload = json.dumps({"args": args, "kwargs": kwargs}) if (args or kwargs) else ""
+        self._act("queue.dispatch", task_name,
+                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else ""))
+        try:
+            return self.rt.enqueue(task_name, *args, trigger="manual", **kwargs)
+        except UnknownTask as exc:
+            raise NotFound(str(exc)) from None
+
+
+# ====================================================================== conversions
+
+
+def _matches(info: JobInfo, search: str) -> bool:
+    s = search.lower()
+    return s in info.task_name.lower() or s in info.args_summary.lower() or s in info.id
+
+
+def _key_text(key) -> str:
+    return key.hex() if isinstance(key, bytes | memoryview) else f"#{key}"
+
+
+def _key_value(text: str):
+    return int(text[1:]) if text.startswith("#") else bytes.fromhex(text)

@@ -1,0 +1,196 @@
+"""Ops section ``webhooks``: subscriptions, deliveries, and the audited actions on them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..models import Tenant
+from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
+from ..ops.base import _Record
+
+
+@dataclass
+class WebhookInfo(_Record):
+    """A webhook subscription as operators see it: everything but its secret."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    url: str
+    events: list[str]
+    description: str | None
+    is_active: bool
+    consecutive_failures: int
+    first_failure_at: dt.datetime | None
+    disabled_at: dt.datetime | None
+    disabled_reason: str | None
+    created_at: dt.datetime | None
+
+
+@dataclass
+class DeliveryInfo(_Record):
+    id: int
+    delivery_id: str  # the webhook-id header: the same on every attempt
+    webhook_id: int
+    tenant_id: int
+    event: str
+    status: str  # pending | delivering | delivered | failed | dead
+    attempts: int
+    response_code: int | None
+    error: str | None
+    duration_ms: float | None
+    next_retry_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class WebhookOps(OpsSection):
+    """``ops.webhooks``: what operators see and do with webhooks (never a secret)."""
+
+    def subscriptions(self, tenant: str | int | None = None) -> list[WebhookInfo]:
+        """Subscriptions (of one tenant), with failure counts and why disabled; never the secret."""
+        from ..models import Webhook
+
+        q = sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id).order_by(Webhook.id)
+        if tenant is not None:
+            q = q.where(Webhook.tenant_id == self.ops.tenant_id(tenant))
+        with self.rt.read_session() as s:
+            return [_webhook_info(h, slug) for h, slug in s.execute(q)]
+
+    def deliveries(self, offset: int = 0, limit: int = 50, status: str | None = None,
+                           webhook_id: int | None = None, search: str | None = None) -> Page:
+        """Deliveries, newest first; ``search`` matches the delivery id, event or error."""
+        from ..models import WebhookDelivery as D
+        from .service import STATUSES
+
+        if status is not None and status not in STATUSES:
+            raise OpsError(f"unknown delivery status {status!r} (one of {', '.join(STATUSES)})")
+        q = sa.select(D)
+        if status is not None:
+            q = q.where(D.status == status)
+        if webhook_id is not None:
+            q = q.where(D.webhook_id == webhook_id)
+        if search:
+            like = f"%{search}%"
+            q = q.where(sa.or_(D.delivery_id.like(like), D.event.like(like), D.error.like(like)))
+        with self.rt.read_session() as s:
+            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(D.id.desc()).offset(offset).limit(limit)).all()
+            return Page([_delivery_info(d) for d in rows], total, offset, limit)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries per status (every status present, zero when none)."""
+        from . import service
+
+        with self.rt.read_session() as s:
+            counts = service.delivery_counts(s)
+        return {status: counts.get(status, 0) for status in service.STATUSES}
+
+    @audited
+    def redeliver(self, ref: str | int) -> DeliveryInfo:
+        """Send a finished delivery again (same delivery id, a full set of attempts)."""
+        from .service import WebhookError, WebhookService
+
+        self._act("webhook.redeliver", str(ref), f"erpq webhook redeliver {shlex.quote(str(ref))}")
+        try:
+            d = WebhookService(self.rt).redeliver(ref)
+        except WebhookError as exc:
+            raise _webhook_error(exc) from None
+        return _delivery_info(d)
+
+    @audited
+    def disable(self, webhook_id: int, reason: str | None = None) -> WebhookInfo:
+        """Stop sending to a subscription (its queued deliveries end as dead)."""
+        from . import service
+
+        reason = reason or "disabled by operator"
+        self._act("webhook.disable", str(webhook_id),
+                  f"erpq webhook disable {webhook_id} --reason {shlex.quote(reason)}")
+        try:
+            with self.rt.session() as s:
+                service.disable_webhook(s, webhook_id, reason)
+        except service.WebhookError as exc:
+            raise _webhook_error(exc) from None
+        return self._webhook(webhook_id)
+
+    @audited
+    def enable(self, webhook_id: int) -> WebhookInfo:
+        """Send to a subscription again, with a clean failure count."""
+        from . import service
+
+        self._act("webhook.enable", str(webhook_id), f"erpq webhook enable {webhook_id}")
+        try:
+            with self.rt.session() as s:
+                service.enable_webhook(s, webhook_id)
+        except service.WebhookError as exc:
+            raise _webhook_error(exc) from None
+        return self._webhook(webhook_id)
+
+    def _webhook(self, webhook_id: int) -> WebhookInfo:
+        from ..models import Webhook
+
+        with self.rt.read_session() as s:
+            row = s.execute(sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id)
+                            .where(Webhook.id == webhook_id)).first()
+        if row is None:
+            raise NotFound(f"unknown webhook id {webhook_id}")
+        return _webhook_info(*row)
+
+
+
+    @audited
+    def add(self, tenant: str | int, url: str, event_names: list[str] | None = None,
+            description: str | None = None) -> tuple[WebhookInfo, str]:
+        """Subscribe ``url`` to events of ``tenant``; returns the subscription and its
+        secret (the only time the secret is handed out)."""
+        from . import service
+
+        names = list(event_names or [])
+        tid = self.ops.tenant_id(tenant)
+        self._act("webhook.add", url, f"erpq webhook add {shlex.quote(url)} --tenant {shlex.quote(str(tenant))}"
+                  + "".join(f" --event {shlex.quote(n)}" for n in names)
+                  + (f" --description {shlex.quote(description)}" if description else ""))
+        try:
+            with self.rt.session() as s:
+                hook, secret = service.create_webhook(s, tid, url, names, description=description,
+                                                      allow=self.settings.allow_hosts)
+                hook_id = hook.id
+        except service.WebhookError as exc:
+            raise Invalid(str(exc)) from None
+        return self._webhook(hook_id), secret
+
+    @audited
+    def rotate_secret(self, webhook_id: int) -> str:
+        """Give a subscription a new secret; returns it (shown once)."""
+        from . import service
+
+        self._act("webhook.rotate-secret", str(webhook_id), f"erpq webhook rotate-secret {webhook_id}")
+        try:
+            with self.rt.session() as s:
+                return service.rotate_secret(s, webhook_id)
+        except service.WebhookError as exc:
+            raise _webhook_error(exc) from None
+
+    def summary(self) -> str:
+        """Deliveries per status in one line, for the console panel."""
+        counts = self.delivery_counts()
+        return ", ".join(f"{k} {v:,}" for k, v in counts.items())
+
+
+def _webhook_info(h, slug: str) -> WebhookInfo:
+    return WebhookInfo(h.id, h.tenant_id, slug, h.url, list(h.events or []), h.description, h.is_active,
+                       h.consecutive_failures or 0, h.first_failure_at, h.disabled_at, h.disabled_reason,
+                       h.created_at)
+
+def _delivery_info(d) -> DeliveryInfo:
+    return DeliveryInfo(d.id, d.delivery_id, d.webhook_id, d.tenant_id, d.event, d.status, d.attempts,
+                        d.response_code, d.error, d.duration_ms, d.next_retry_at, d.delivered_at, d.created_at)
+
+def _webhook_error(exc: Exception) -> OpsError:
+    """A webhook service error as the ops error an operator caused."""
+    message = str(exc)
+    return NotFound(message) if message.startswith("unknown") else Conflict(message)
