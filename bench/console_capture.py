@@ -19,6 +19,7 @@ with Textual's ``run_test`` and its screen is saved as SVG.
 
     python bench/console_capture.py                       # docs/console.svg, Schedule view
     python bench/console_capture.py --view failed -o /tmp/failed.svg
+    python bench/console_capture.py --smoke               # to a temporary file: proves it runs
 """
 
 from __future__ import annotations
@@ -146,11 +147,19 @@ def capture(out: Path, view: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "console.svg")
+    p.add_argument("-o", "--output", type=Path, help="default: docs/console.svg")
     p.add_argument("--view", default="schedule",
                    help="schedule, queue, failed, health, batches, activity or runners")
+    p.add_argument("--smoke", action="store_true",
+                   help="write to a temporary file (unless -o is given), leaving docs/ alone")
     args = p.parse_args(argv)
-    capture(args.output, args.view)
+    if args.output is not None:
+        capture(args.output, args.view)
+    elif args.smoke:
+        with tempfile.TemporaryDirectory(prefix="erpq-capture-") as tmp:
+            capture(Path(tmp) / "console.svg", args.view)
+    else:
+        capture(ROOT / "docs" / "console.svg", args.view)
     return 0
 
 

@@ -39,6 +39,7 @@ def test_there_are_benchmarks() -> None:
 def test_bench_script_imports_and_does_not_run(script: Path) -> None:
     source = script.read_text(encoding="utf-8")
     assert 'if __name__ == "__main__":' in source, f"{script.name} must only run under __main__"
+    assert '"--smoke"' in source, f"{script.name} needs a --smoke option (.ci/run runs each script with it)"
     spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # must return at once: nothing is benchmarked on import
