@@ -62,7 +62,7 @@ PENDING = 100_000
 FAILED = 100_000
 RUNS = 1_000_000
 #: ``--smoke``: enough rows to fill every view, short waits.
-SMOKE = {"pending": 300, "failed": 200, "history": 2_000, "stall_seconds": 2.0, "idle_seconds": 1.0}
+SMOKE = {"pending": 300, "failed": 200, "history": 2_000, "stall_seconds": 1.0, "idle_seconds": 0.5}
 
 
 # ====================================================================== seeding
