@@ -13,9 +13,17 @@ from erpq.cli import main
 from erpq.config import load
 from erpq.models import AuditLog, FailedJob
 from erpq.runtime import Runtime, job, set_current
-from test_cli import cfg, no_current_runtime, state  # noqa: F401  (fixtures)
+from test_cli import no_current_runtime, state  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("no_current_runtime")
+
+
+@pytest.fixture
+def cfg(tmp_path) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text('[queue]\nurl = "sqlite:///q.db"\n[database]\nurl = "sqlite:///db.sqlite"\n'
+                    '[log]\npath = "erpq.log"\n[webhooks]\nallow_hosts = ["127.0.0.1"]\n')
+    return str(path)
 
 
 @job("AuditBoom")
@@ -55,6 +63,8 @@ def seed(cfg: str) -> dict:
             from erpq.models import WebhookDelivery
 
             delivery = s.scalar(sa.select(WebhookDelivery.delivery_id))
+        with rt.session() as s:  # as if it had run out of attempts, so it can be redelivered
+            s.execute(sa.update(WebhookDelivery).values(status="dead"))
     finally:
         set_current(None)
         rt.close()
@@ -75,7 +85,7 @@ ACTIONS = [
     (["queue", "prune-failed", "--hours", "1000"], "failed.prune"),
     (["tenant", "add", "globex"], "tenant.add"),
     (["user", "add", "Ada", "--tenant", "acme", "--email", "ada@example.com"], "user.add"),
-    (["event", "emit", "deal.created", "--tenant", "acme", "--data", '{"id": 9}'], "event.emit"),
+    (["event", "emit", "deal.created", "--tenant", "acme", "--data", '{{"id": 9}}'], "event.emit"),
     (["webhook", "add", "http://127.0.0.1:9/other", "--tenant", "acme"], "webhook.add"),
     (["webhook", "disable", "1", "--reason", "maintenance"], "webhook.disable"),
     (["webhook", "enable", "1"], "webhook.enable"),
