@@ -329,3 +329,22 @@ def test_prune_drops_stopped_runners_past_history_days(rt):
     assert rt.prune()["runners"] == 1
     with rt.read_session() as s:
         assert sorted(s.scalars(sa.select(Runner.id))) == ["live", "recent"]
+
+
+# ---------------------------------------------------------------- webhooks use the strategy
+
+
+def test_webhook_backoff_is_the_delays_strategy_with_the_old_results():
+    from erpq.webhooks.capability import WebhookSettings
+    from erpq.webhooks.delivery import backoff_delay
+
+    ws = WebhookSettings()
+
+    def old(attempts, retry_after, rng):  # the formula delivery.py had before
+        delay = ws.backoff_s[min(attempts, len(ws.backoff_s)) - 1] * (1 + rng.uniform(0, ws.jitter))
+        return delay if retry_after is None else max(delay, min(retry_after, 86400.0))
+
+    for attempts in range(1, len(ws.backoff_s) + 3):
+        for retry_after in (None, 0, 7, 10**6):
+            assert backoff_delay(ws, attempts, retry_after, random.Random(attempts)) == \
+                old(attempts, retry_after, random.Random(attempts))

@@ -75,7 +75,7 @@ class Strategy:
         """Seconds before retry ``n`` (after ``n`` failed attempts): the base
         delay plus jitter, never sooner than ``not_before`` (capped)."""
         d = float(self.base_delay(max(1, n)))
-        if self.jitter and d:
+        if self.jitter:
             d *= 1 + (rng or random).uniform(0, self.jitter)
         if not_before is not None:
             d = max(d, min(not_before, self.max_not_before))
