@@ -226,7 +226,9 @@ def test_legacy_retry_delay_still_works(rt):
 def unknown_task_data(rt: Runtime, name: str = "GoneCapabilityJob", **meta) -> bytes:
     """Task data as a runner with a job ``name`` (not installed here) would enqueue it."""
     task = rt.tasks["TestEcho"].s("payload", tenant_id=9)
-    message = rt.huey._registry.create_message(task)._replace(name=name)
+    message = rt.huey._registry.create_message(task)
+    assert message.name.endswith(".TestEcho")  # Huey's identifier: "module.JobName"
+    message = message._replace(name=f"gone.capability.{name}")
     return rt.huey.serializer.serialize((message, {"attempt": 1, **meta}))
 
 
@@ -238,7 +240,7 @@ def test_unknown_task_on_dequeue_goes_to_failed_jobs(rt):
     assert (row.task_name, row.reason, row.exception_type) == ("GoneCapabilityJob", "unknown_task", "UnknownTask")
     assert row.exception == "unknown task GoneCapabilityJob: not registered in this runner"
     assert row.args == {"args": ["payload"], "kwargs": {"tenant_id": 9}} and row.tenant_id == 9
-    assert rt.huey.decode(row.payload)[0].name == "GoneCapabilityJob"  # kept exactly, for a retry
+    assert rt.huey.decode(row.payload)[0].name == "gone.capability.GoneCapabilityJob"  # kept, for a retry
     assert rt.huey.pending_count() == 0 and rt.huey.storage.inflight_count() == 0
     assert echo_id
 

@@ -57,9 +57,15 @@ class _Run:
 class UnknownTaskError(LookupError):
     """Task data naming a job that is not registered in this runner."""
 
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__(f"unknown task {name}: not registered in this runner")
+    def __init__(self, huey_name: str):
+        #: Huey's identifier is "module.JobName"; the job's name is its last part.
+        self.huey_name, self.name = huey_name, job_name(huey_name)
+        super().__init__(f"unknown task {self.name}: not registered in this runner")
+
+
+def job_name(huey_name: str) -> str:
+    """The job name in Huey's task identifier ("module.JobName")."""
+    return huey_name.rsplit(".", 1)[-1]
 
 
 _VERBS = {"success": "Processed", "retrying": "Retrying", "failed": "Failed"}
@@ -80,6 +86,10 @@ class ErpqHuey(Huey):
         self.on_shutdown("erpq")(self._release_pending)
 
     # ------------------------------------------------------------ messages
+    # PRIVATE Huey name: Huey._registry (create_message, create_task,
+    # string_to_task), used here and in deserialize_task/record_failure because
+    # erpq's envelope is (Huey message, meta): Huey's public serialize_task and
+    # deserialize_task only handle the bare message, and are what this overrides.
     def serialize_task(self, task):
         meta = getattr(task, "erpq", None)
         if meta is None:
@@ -283,7 +293,7 @@ class ErpqHuey(Huey):
         is back. A job of a batch counts as failed there."""
         try:
             message, meta = self.decode(data)
-            task_id, name = str(message.id), str(message.name)
+            task_id, name = str(message.id), job_name(str(message.name))
             args, kwargs = list(message.args or ()), dict(message.kwargs or {})
         except Exception:
             message, meta, task_id, name, args, kwargs = None, {}, "?", "?", [], {}
