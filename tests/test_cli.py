@@ -136,6 +136,8 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     assert run(cfg, "queue", "failed", "--json") == 0
     (failed,) = out_json(capsys)
     assert failed["task_name"] == "CliBoom" and failed["exception"] == "kaboom 7"
+    assert run(cfg, "queue", "failed", "--search", "KaBoom", "--json") == 0
+    assert [f["id"] for f in out_json(capsys)] == [failed["id"]]  # search ignores case
     assert run(cfg, "queue", "show", str(failed["id"])) == 0
     shown = capsys.readouterr().out
     assert "Traceback" in shown and "ValueError: kaboom 7" in shown
