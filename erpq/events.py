@@ -154,7 +154,10 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
         session.add(row)
         session.flush()
         pending = session.info.setdefault("erpq_outbox", [])
-        if not pending:
+        # Listen once per session and never unlisten from inside a handler: removing a
+        # listener while SQLAlchemy iterates them raises "deque mutated during iteration".
+        if not session.info.get("erpq_outbox_listening"):
+            session.info["erpq_outbox_listening"] = True
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
         pending.append(row.id)
@@ -172,7 +175,6 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
 
 def _after_commit(session: Any) -> None:
     ids = session.info.pop("erpq_outbox", [])
-    _unlisten(session)
     if not ids:
         return
     from .runtime import current
@@ -188,7 +190,6 @@ def _after_commit(session: Any) -> None:
 def _after_rollback(session: Any, previous_transaction: Any) -> None:
     if previous_transaction.parent is None or not session.in_transaction():
         session.info.pop("erpq_outbox", None)
-        _unlisten(session)
 
 
 def _unlisten(session: Any) -> None:
