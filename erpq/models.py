@@ -131,7 +131,6 @@ class Runner(Base):
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     stopped_at: Mapped[dt.datetime | None]
-    jobs_done: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
 class Lock(Base):
@@ -478,7 +477,7 @@ class WebhookDelivery(Base):
     delivery_id: Mapped[str] = mapped_column(Str(64), unique=True)  # the webhook-id header
     event: Mapped[str] = mapped_column(Str(64))
     payload: Mapped[Any] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending delivering delivered failed dead
+    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending delivered failed dead
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     response_code: Mapped[int | None] = mapped_column(sa.Integer)
     response_body: Mapped[str | None] = mapped_column(sa.Text)

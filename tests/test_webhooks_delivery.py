@@ -551,7 +551,7 @@ def test_retry_task_picks_due_failed_rows_only(runtime, tenant, receiver):
                                                        next_retry_at=now + dt.timedelta(hours=1)))
         s.execute(sa.update(D).where(D.id == 3).values(status="failed", attempts=99, job_id="spent",
                                                        next_retry_at=long_ago))
-        s.execute(sa.update(D).where(D.id == 4).values(status="delivering", attempts=1, job_id="dead-runner",
+        s.execute(sa.update(D).where(D.id == 4).values(status="pending", attempts=0, job_id="dead-runner",
                                                        updated_at=now - dt.timedelta(hours=2)))
     assert wd.retry_webhook_deliveries() == 2
     assert delivery(runtime, 2).job_id == "waiting"

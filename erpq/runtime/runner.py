@@ -51,7 +51,7 @@ class Heartbeat:
             s.merge(Runner(id=rt.runner_id, host=socket.gethostname(), pid=os.getpid(),
                            workers=self.workers, periodic=self.periodic, kind=self.kind,
                            queue=rt.queue_label, started_at=utcnow(), heartbeat_at=utcnow(),
-                           stopped_at=None, jobs_done=0))
+                           stopped_at=None))
         register = getattr(rt.huey.storage, "register_runner", None)
         if register is not None:
             register()

@@ -16,8 +16,7 @@ An attempt whose runner died during the POST is not counted: the runtime
 re-runs the job (and after ``runner.max_recoveries`` abandons it to
 failed_jobs); the retry task then counts the lost job as an attempt when it
 re-enqueues the delivery, so a delivery that keeps killing its runner still
-runs out of attempts. Rows in the old ``delivering`` state (written by earlier
-versions, which counted attempts up front) are still claimed and recovered.
+runs out of attempts.
 
 Retries are not Huey retries: a failed attempt records ``next_retry_at`` from
 the backoff schedule (a ``erpq.runtime.retry.Delays`` strategy, with the receiver's
@@ -64,9 +63,9 @@ from .capability import CAPABILITY, WebhookSettings
 log = logging.getLogger("erpq.webhooks")
 
 JOB = "DeliverWebhookJob"
-#: Statuses a job may (re)claim: pending, a failed attempt, or ``delivering``
+#: Statuses a job may (re)claim: pending or a failed attempt.
 #: (written by earlier versions before the POST; a run its runner died in).
-CLAIMABLE = ("pending", "failed", "delivering")
+CLAIMABLE = ("pending", "failed")
 
 
 # ---------------------------------------------------------------- signing
@@ -147,14 +146,6 @@ def client() -> httpx.Client:
                     limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
                 )
     return _client
-
-
-def close_client() -> None:
-    global _client
-    with _client_lock:
-        if _client is not None:
-            _client.close()
-            _client = None
 
 
 def post(http: httpx.Client, target: guard.Target, body: bytes, headers: dict[str, str],
@@ -493,16 +484,13 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
     """Hand deliveries whose job seems lost to a new token; returns (pk, token, tenant).
 
     Lost means: a failed delivery whose retry time passed more than
-    ``pending_grace_s`` ago, a pending one untouched that long, or one stuck
-    delivering (a row written by an earlier version) for that long plus twice
-    the timeout. If the old job still exists after all, the new token makes it
+    ``pending_grace_s`` ago, or a pending one untouched that long. If the old job still exists after all, the new token makes it
     a no-op. The caller enqueues after committing; a crash in between is
     caught by the next run.
 
     A lost pending or failed job counts as an attempt (attempts are otherwise
     counted with their outcome, and a job whose runner keeps dying mid-POST
     never records one): so a delivery cannot cycle through lost jobs forever.
-    ``delivering`` rows counted theirs when claimed.
     """
     now = now or utcnow()
     grace = dt.timedelta(seconds=ws.pending_grace_s)
@@ -512,18 +500,15 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
     stalled = sa.or_(
         sa.and_(D.status == "failed", D.next_retry_at <= now - grace),
         sa.and_(D.status == "pending", D.updated_at <= now - grace),
-        sa.and_(D.status == "delivering",
-                D.updated_at <= now - grace - dt.timedelta(seconds=2 * ws.timeout_s)),
     )
-    rows = s.execute(sa.select(D.id, D.job_id, D.tenant_id, D.updated_at, D.status).where(stalled)
+    rows = s.execute(sa.select(D.id, D.job_id, D.tenant_id, D.updated_at).where(stalled)
                      .order_by(D.id).limit(limit)).all()
     out = []
-    for pk, old, tenant_id, updated_at, status in rows:
+    for pk, old, tenant_id, updated_at in rows:
         token = new_token()
         same_owner = D.job_id.is_(None) if old is None else D.job_id == old
-        lost = 0 if status == "delivering" else 1
         hit = s.execute(sa.update(D).where(D.id == pk, same_owner, D.updated_at == updated_at)
-                        .values(job_id=token, updated_at=now, attempts=D.attempts + lost)).rowcount
+                        .values(job_id=token, updated_at=now, attempts=D.attempts + 1)).rowcount
         if hit:
             out.append((pk, token, tenant_id))
     return out

@@ -38,7 +38,7 @@ class DeliveryInfo(_Record):
     webhook_id: int
     tenant_id: int
     event: str
-    status: str  # pending | delivering | delivered | failed | dead
+    status: str  # pending | delivered | failed | dead
     attempts: int
     response_code: int | None
     error: str | None
