@@ -1,0 +1,5 @@
+"""``erpq workflow ...`` (being written)."""
+
+
+def register_workflow(groups, common) -> None:
+    return None
