@@ -1,7 +1,7 @@
 """crm: sent-mail ledger, user preferences, workflow run bookkeeping, activity source keys
 
 Revision ID: crm_0001
-Revises:
+Revises: 0002 (core)
 Create Date: 2026-11-30 10:00:00
 """
 import sqlalchemy as sa
@@ -10,9 +10,12 @@ from alembic import op
 import erpq.db
 
 revision = "crm_0001"
-down_revision = None
+# Branches off the core's 0002 (rather than ``depends_on``): with depends_on the
+# database records only crm_0001 as its head while the script directory also
+# lists 0002, and erpq.db's current == head check then never matches.
+down_revision = "0002"
 branch_labels = ("crm",)
-depends_on = "0002"
+depends_on = None
 
 
 def upgrade() -> None:
