@@ -154,7 +154,9 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
         session.add(row)
         session.flush()
         pending = session.info.setdefault("erpq_outbox", [])
-        if not pending:
+        # Listeners stay on the session for its life: removing one from inside
+        # its own firing raises "deque mutated during iteration" in SQLAlchemy.
+        if not sa_event.contains(session, "after_commit", _after_commit):
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
         pending.append(row.id)
@@ -172,7 +174,6 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
 
 def _after_commit(session: Any) -> None:
     ids = session.info.pop("erpq_outbox", [])
-    _unlisten(session)
     if not ids:
         return
     from .runtime import current
@@ -188,13 +189,6 @@ def _after_commit(session: Any) -> None:
 def _after_rollback(session: Any, previous_transaction: Any) -> None:
     if previous_transaction.parent is None or not session.in_transaction():
         session.info.pop("erpq_outbox", None)
-        _unlisten(session)
-
-
-def _unlisten(session: Any) -> None:
-    for ev, fn in (("after_commit", _after_commit), ("after_soft_rollback", _after_rollback)):
-        if sa_event.contains(session, ev, fn):
-            sa_event.remove(session, ev, fn)
 
 
 def dispatch(rt: Any, event_id: int, raise_errors: bool = False) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from ..capability import Capability, PanelAction, PanelSpec
+from ..events import define_event as _define_event
 
 
 @dataclass
@@ -74,3 +75,8 @@ CAPABILITY = Capability(
                   summary="{summary}"),
     ),
 )
+
+# Known before any of this capability's modules subscribes to them (a module
+# imported directly, ahead of capability discovery, must not fail).
+for _name in EVENTS:
+    _define_event(_name)
