@@ -152,3 +152,23 @@ def test_invalid_workflow_files_name_the_step_and_field(runtime, tmp_path, defin
     with pytest.raises(workflows.WorkflowError) as exc:
         workflows.read_file(path)
     assert str(exc.value).startswith(error)
+
+
+def test_workflow_cli_load_runs_show(crm, tmp_path, capsys):
+    from test_crm_records import cli
+
+    rt, t, ann = crm
+    path = tmp_path / "wf.toml"
+    path.write_text('[[workflow]]\nname = "won"\ntrigger = "deal.status_changed"\n'
+                    '[[workflow.actions]]\ntype = "notify"\ntitle = "Won {{ record.title }}"\n')
+    assert cli(rt, "workflow", "load", str(path), "--tenant", "acme") == 0
+    won(rt, deal(rt, t, ann))
+    drain(rt)
+    capsys.readouterr()
+    assert cli(rt, "workflow", "runs", "--json") == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert run["status"] == "completed" and run["workflow"] == "won"
+    assert cli(rt, "workflow", "show", str(run["id"])) == 0
+    assert "step 1 notify: done" in capsys.readouterr().out
+    page = __import__("erpq.ops", fromlist=["Ops"]).Ops(rt).crm.due_activities()
+    assert page.total == 0

@@ -181,6 +181,60 @@ class CrmOps(OpsSection):
         self._act("crm.reminders.check", None, "erpq schedule run crm:check-activity-reminders")
         return check_activity_reminders(self.rt)
 
+    # ------------------------------------------------------------ workflows
+    def workflows(self, tenant: str | int | None = None) -> list[WorkflowInfo]:
+        from . import workflows
+
+        tid = self.ops.tenant_id(tenant) if tenant is not None else None
+        with self.rt.read_session() as s:
+            return [WorkflowInfo(w.id, w.tenant_id, w.name, w.trigger_event, w.match, w.conditions, w.actions,
+                                 w.is_active) for w in workflows.definitions(s, tid)]
+
+    def workflow_runs(self, offset: int = 0, limit: int = 50, search: str | None = None,
+                      status: str | None = None) -> Page:
+        from . import workflows
+
+        with self.rt.read_session() as s:
+            items, total = workflows.runs(s, offset, limit, search, status)
+            return Page([_run_info(*r) for r in items], total, offset, limit)
+
+    def workflow_run(self, run_id: int) -> WorkflowRunInfo:
+        from . import workflows
+
+        with self.rt.read_session() as s:
+            row = workflows.run(s, run_id)
+        if row is None:
+            raise NotFound(f"no workflow run {run_id}")
+        return _run_info(*row)
+
+    @audited
+    def load_workflows(self, tenant: str | int, path: str) -> list[WorkflowInfo]:
+        from . import workflows
+
+        tid = self.ops.tenant_id(tenant)
+        try:
+            defs = workflows.read_file(path)
+        except workflows.WorkflowError as exc:
+            raise Invalid(str(exc)) from None
+        self._act("crm.workflow.load", path, f"erpq workflow load {shlex.quote(path)} --tenant {tenant}")
+        with self.rt.session() as s:
+            for d in defs:
+                workflows.save(s, tid, d)
+        return [w for w in self.workflows(tid) if w.name in {d["name"] for d in defs}]
+
+    @audited
+    def resume_run(self, run_id: int | str) -> str:
+        """Resume a waiting (or stuck) workflow run now."""
+        run_id = int(run_id)
+        info = self.workflow_run(run_id)
+        self._act("crm.workflow.resume", str(run_id), f"erpq workflow resume {run_id}")
+        from . import workflows
+
+        with self.rt.session() as s:
+            workflows.resume_now(s, run_id)
+        self.rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=info.tenant_id, trigger="manual")
+        return info.status
+
     def summary(self) -> str:
         counts = self.notification_counts()
         return f"notifications {counts['total']:,} ({counts['unread']:,} unread)"
@@ -189,3 +243,43 @@ class CrmOps(OpsSection):
 def _notification_info(n: Any, user_name: str) -> NotificationInfo:
     return NotificationInfo(n.id, n.tenant_id, n.user_id, user_name, n.kind, n.title, n.body, n.data, n.read_at,
                             n.created_at)
+
+
+@dataclass
+class WorkflowInfo(_Record):
+    id: int
+    tenant_id: int
+    name: str
+    trigger_event: str
+    match: str
+    conditions: Any
+    actions: Any
+    is_active: bool
+
+
+@dataclass
+class WorkflowRunInfo(_Record):
+    id: int
+    tenant_id: int
+    workflow_id: int
+    workflow: str
+    event: str
+    status: str
+    steps_done: int
+    depth: int
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    instance_status: str | None
+    next_step: int | None  # 1-based: the step it waits at / runs next
+    resume_at: dt.datetime | None
+    steps: Any = None
+
+
+def _run_info(run: Any, name: str, inst: Any) -> WorkflowRunInfo:
+    return WorkflowRunInfo(run.id, run.tenant_id, run.workflow_id, name, run.event, run.status, run.steps_done,
+                           run.depth, run.error, run.started_at, run.finished_at,
+                           inst.status if inst else None, (inst.next_action + 1) if inst else None,
+                           inst.resume_at if inst else None, run.steps)
+
+

@@ -431,3 +431,40 @@ def resume_due(rt: Any, now: dt.datetime | None = None) -> int:
                      description="Resume waiting workflow instances that are due and were not resumed")
 def resume_workflows_task() -> None:
     resume_due(current())
+
+
+# ---------------------------------------------------------------- reads
+
+
+def run(s: Any, run_id: int) -> tuple[WorkflowRun, str, WorkflowInstance | None] | None:
+    row = s.execute(sa.select(WorkflowRun, Workflow.name, WorkflowInstance)
+                    .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                    .outerjoin(WorkflowInstance, WorkflowInstance.run_id == WorkflowRun.id)
+                    .where(WorkflowRun.id == run_id)).first()
+    return tuple(row) if row else None
+
+
+def resume_now(s: Any, run_id: int) -> None:
+    """Make a waiting instance due now (an operator's "resume now")."""
+    s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id,
+                                                WorkflowInstance.status == "waiting").values(resume_at=utcnow()))
+
+
+def runs(s: Any, offset: int = 0, limit: int = 50, search: str | None = None, status: str | None = None
+         ) -> tuple[list[tuple[WorkflowRun, str, WorkflowInstance | None]], int]:
+    q = (sa.select(WorkflowRun, Workflow.name, WorkflowInstance)
+         .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+         .outerjoin(WorkflowInstance, WorkflowInstance.run_id == WorkflowRun.id))
+    if status:
+        q = q.where(WorkflowRun.status == status)
+    if search:
+        q = q.where(sa.or_(Workflow.name.like(f"%{search}%"), WorkflowRun.error.like(f"%{search}%")))
+    total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+    return [tuple(r) for r in s.execute(q.order_by(WorkflowRun.id.desc()).offset(offset).limit(limit))], total
+
+
+def definitions(s: Any, tenant_id: int | None = None) -> list[Workflow]:
+    q = sa.select(Workflow).order_by(Workflow.id)
+    if tenant_id is not None:
+        q = q.where(Workflow.tenant_id == tenant_id)
+    return list(s.scalars(q))
