@@ -153,23 +153,32 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
         row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
         session.add(row)
         session.flush()
-        pending = session.info.setdefault("erpq_outbox", [])
-        # Listeners stay on the session for its life: removing one from inside
-        # its own firing raises "deque mutated during iteration" in SQLAlchemy.
-        if not sa_event.contains(session, "after_commit", _after_commit):
+        if not session.info.get("erpq_outbox_listening"):
+            session.info["erpq_outbox_listening"] = True
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
-        pending.append(row.id)
+        session.info.setdefault("erpq_outbox", []).append(row.id)
         return row.id
-    from .runtime import current
+    return emit_now(name, payload, tenant_id)[1]
 
+
+def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[int, dict[str, Any]]:
+    """Write event ``name`` to the outbox, commit, fan it out now; returns (outbox id, handler results)."""
+    from .models import EventOutbox
+    from .runtime import current
+    from .runtime.registry import load_capabilities
+
+    load_capabilities()
+    check_event(name)
+    payload = check_payload(name, payload)
     rt = current()
     with rt.session() as s:
-        row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
+        row = EventOutbox(name=name, tenant_id=_tenant_id(tenant, s), payload=payload, status="pending",
+                          attempts=0)
         s.add(row)
         s.flush()
         event_id = row.id
-    return dispatch(rt, event_id, raise_errors=True) or {}
+    return event_id, dispatch(rt, event_id, raise_errors=True) or {}
 
 
 def _after_commit(session: Any) -> None:

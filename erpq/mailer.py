@@ -298,7 +298,10 @@ class Mailer:
 
 
 class MailConnection:
-    """One SMTP connection reused for many messages (context manager from :meth:`Mailer.connect`)."""
+    """One SMTP connection reused for many messages (context manager from :meth:`Mailer.connect`).
+
+    Not thread-safe: one per thread/job.
+    """
 
     def __init__(self, mailer: Mailer) -> None:
         self.mailer = mailer

@@ -27,11 +27,14 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -46,6 +49,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI): (cert, key)."""
+    cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 @dataclass
@@ -98,8 +112,13 @@ class _CountingSMTP(SMTP):
         self._owner = owner
 
     def connection_made(self, transport) -> None:
+        # STARTTLS calls connection_made again for the same TCP connection:
+        # count TCP connections by the client's address.
+        peer = transport.get_extra_info("peername")
         with self._owner._lock:
-            self._owner.connections += 1
+            if peer not in self._owner._peers:
+                self._owner._peers.add(peer)
+                self._owner.connections += 1
             self._owner._transports.add(transport)
         self._counted_transport = transport
         super().connection_made(transport)
@@ -128,6 +147,7 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
         self._transports: set = set()
+        self._peers: set = set()
         #: address -> full SMTP reply for RCPT TO, e.g. "550 5.1.1 no such user".
         self.reply_for: dict[str, str] = {}
         #: address -> RCPT TO attempts seen.
@@ -137,14 +157,30 @@ class SmtpServer:
         self.connections = 0
         self.auth: tuple[str, str] | None = None
         self.auth_attempts = 0
+        self.cert: tuple[Path, Path] | None = None
         self._controller: _Controller | None = None
 
     # -- lifecycle
 
-    def start(self, auth: tuple[str, str] | None = None) -> SmtpServer:
+    def start(self, auth: tuple[str, str] | None = None, tls: str = "none",
+              cert: tuple[Path, Path] | None = None) -> SmtpServer:
+        """(Re)start. ``tls="starttls"`` offers and requires STARTTLS, ``tls="tls"``
+        is implicit TLS; both need ``cert`` (see :func:`make_cert`); the client
+        trusts it with :meth:`client_context`."""
         self.stop()
         self.auth = auth
         kwargs: dict = {}
+        if tls != "none":
+            assert cert is not None, "TLS needs cert=make_cert(tmp_path)"
+            server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+            self.cert = cert
+            if tls == "starttls":
+                kwargs.update(tls_context=server_ctx, require_starttls=True)
+            elif tls == "tls":
+                kwargs.update(ssl_context=server_ctx)
+            else:
+                raise ValueError(f"tls must be none, starttls or tls, not {tls!r}")
         if auth is not None:
             # AUTH over plain text (127.0.0.1 only). "Required" is enforced in
             # handle_MAIL: aiosmtpd's auth_required=True warns without TLS.
@@ -173,6 +209,10 @@ class SmtpServer:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSL context trusting this server's certificate."""
+        return ssl.create_default_context(cafile=str(self.cert[0]))
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         with self._lock:
@@ -246,10 +286,17 @@ def smtp_auth_server() -> Iterator[SmtpServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def smtp_cert(tmp_path_factory) -> tuple[Path, Path]:
+    """(cert, key) of a self-signed certificate for 127.0.0.1."""
+    return make_cert(tmp_path_factory.mktemp("smtp-tls"))
+
+
 @pytest.fixture
 def smtp_down_port() -> int:
     """A port on 127.0.0.1 with nothing listening."""
     return _free_port()
 
 
-__all__ = ["ReceivedMessage", "SmtpServer", "smtp_auth_server", "smtp_down_port", "smtp_server"]
+__all__ = ["ReceivedMessage", "SmtpServer", "make_cert", "smtp_auth_server", "smtp_cert",
+           "smtp_down_port", "smtp_server"]

@@ -164,6 +164,15 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     assert {"queue.dispatch", "failed.retry", "failed.forget", "failed.restore", "failed.flush"} <= set(actions)
 
 
+@pytest.mark.parametrize("action", ["forget", "restore"])
+def test_forget_or_restore_of_an_unknown_id_is_an_error(cfg, capsys, action):
+    before = state(cfg)
+    assert run(cfg, "queue", action, "999999") == 1
+    err = capsys.readouterr().err
+    assert "999999" in err and err.count("\n") == 1
+    assert state(cfg) == before
+
+
 def test_tenants_and_users(cfg, capsys):
     assert run(cfg, "tenant", "add", "acme", "--name", "Acme Ltd") == 0
     assert run(cfg, "user", "add", "Ann", "--tenant", "acme", "--email", "ann@acme.test") == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 import smtp_fixtures
@@ -21,6 +23,7 @@ from smtp_fixtures import SmtpServer
 smtp_server = smtp_fixtures.smtp_server
 smtp_auth_server = smtp_fixtures.smtp_auth_server
 smtp_down_port = smtp_fixtures.smtp_down_port
+smtp_cert = smtp_fixtures.smtp_cert
 
 PASSWORD = "s3cret-Pa55"
 
@@ -96,6 +99,39 @@ def test_from_settings():
     assert Mailer.from_settings(MailSettings()).security == "none"
     with pytest.raises(ValueError):
         Mailer("h", 25, security="ssl")
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_modes_with_auth(smtp_cert, security):
+    server = SmtpServer().start(auth=("erpq", PASSWORD), tls=security, cert=smtp_cert)
+    try:
+        mailer = plain(server, security=security, username="erpq", password=PASSWORD,
+                       ssl_context=server.client_context())
+        with mailer.connect() as conn:
+            conn.send(simple(n=1))
+            conn.send(simple(n=2))
+        assert len(server.wait_for(2)) == 2
+        assert server.connections == 1
+
+        # The default context does not trust a self-signed certificate: permanent.
+        with pytest.raises(MailError) as e:
+            plain(server, security=security, username="erpq", password=PASSWORD).send(simple())
+        assert not isinstance(e.value, TransientMailError)
+        assert "certificate" in str(e.value)
+        _assert_no_secret(e.value, PASSWORD)
+    finally:
+        server.stop()
+
+
+def test_plain_client_against_starttls_required_server_is_refused(smtp_cert):
+    server = SmtpServer().start(tls="starttls", cert=smtp_cert)
+    try:
+        with pytest.raises(MailError) as e:
+            plain(server).send(simple())
+        assert e.value.smtp_code == 530
+        assert server.messages == []
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------- AUTH
@@ -177,6 +213,15 @@ def test_server_down_is_transient(smtp_down_port):
     with pytest.raises(TransientMailError) as t:
         mailer.send(simple())
     _assert_no_secret(t.value, PASSWORD)
+
+
+def test_silent_server_times_out_as_transient():
+    with socket.socket() as listener:  # accepts (backlog) but never greets
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with pytest.raises(TransientMailError, match="timed out"):
+            Mailer("127.0.0.1", port, timeout_s=0.3).send(simple())
 
 
 def test_starttls_not_offered_is_permanent(smtp_server):
