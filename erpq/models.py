@@ -214,92 +214,6 @@ class User(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
-# ====================================================================== CRM
-
-
-class Contact(Base):
-    __tablename__ = "contacts"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    first_name: Mapped[str | None] = mapped_column(Str(128))
-    last_name: Mapped[str | None] = mapped_column(Str(128))
-    email: Mapped[str | None] = mapped_column(Str(255), index=True)
-    phone: Mapped[str | None] = mapped_column(Str(64))
-    company: Mapped[str | None] = mapped_column(Str(255))
-    owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class Lead(Base):
-    __tablename__ = "leads"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    name: Mapped[str] = mapped_column(Str(255))
-    email: Mapped[str | None] = mapped_column(Str(255), index=True)
-    phone: Mapped[str | None] = mapped_column(Str(64))
-    company: Mapped[str | None] = mapped_column(Str(255))
-    source: Mapped[str | None] = mapped_column(Str(64))
-    status: Mapped[str] = mapped_column(Str(32), default="new")
-    owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class Deal(Base):
-    __tablename__ = "deals"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    title: Mapped[str] = mapped_column(Str(255))
-    amount: Mapped[Decimal | None] = mapped_column(Money)
-    currency: Mapped[str] = mapped_column(Str(3), default="EUR")
-    status: Mapped[str] = mapped_column(Str(32), default="open")  # open won lost
-    stage: Mapped[str | None] = mapped_column(Str(64))
-    contact_id: Mapped[int | None] = mapped_column(sa.ForeignKey("contacts.id", ondelete="SET NULL"))
-    assigned_to: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[dt.datetime] = _created()
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class Activity(Base):
-    __tablename__ = "activities"
-    __table_args__ = (sa.Index("ix_activities_due", "status", "reminder_sent_at", "due_at"),)
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    subject: Mapped[str] = mapped_column(Str(255))
-    type: Mapped[str] = mapped_column(Str(32), default="task")  # call meeting task email
-    status: Mapped[str] = mapped_column(Str(16), default="open")  # open done cancelled
-    due_at: Mapped[dt.datetime | None]
-    assigned_to: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    deal_id: Mapped[int | None] = mapped_column(sa.ForeignKey("deals.id", ondelete="SET NULL"))
-    reminder_claimed_at: Mapped[dt.datetime | None]
-    reminder_sent_at: Mapped[dt.datetime | None]
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class Notification(Base):
-    __tablename__ = "notifications"
-    __table_args__ = (
-        # One notification of a kind per user and subject: a re-run cannot double it.
-        sa.UniqueConstraint("user_id", "dedupe_key", name="uq_notifications_user_dedupe"),
-    )
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(Str(64))
-    title: Mapped[str] = mapped_column(Str(255))
-    body: Mapped[str | None] = mapped_column(sa.Text)
-    data: Mapped[Any | None] = mapped_column(JSONType)
-    dedupe_key: Mapped[str] = mapped_column(Str(191))
-    read_at: Mapped[dt.datetime | None]
-    created_at: Mapped[dt.datetime] = _created()
-
-
 # ====================================================================== mail
 
 
@@ -383,7 +297,7 @@ class EmailCampaignRecipient(Base):
     sent_at: Mapped[dt.datetime | None]
 
 
-# ====================================================================== imports, workflows
+# ====================================================================== imports
 
 
 class ImportResult(Base):
@@ -404,47 +318,6 @@ class ImportResult(Base):
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
-
-
-class Workflow(Base):
-    __tablename__ = "workflows"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    name: Mapped[str] = mapped_column(Str(255))
-    trigger_event: Mapped[str] = mapped_column(Str(64), index=True)
-    conditions: Mapped[Any | None] = mapped_column(JSONType)
-    actions: Mapped[Any] = mapped_column(JSONType)
-    is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class WorkflowRun(Base):
-    __tablename__ = "workflow_runs"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    workflow_id: Mapped[int] = mapped_column(sa.ForeignKey("workflows.id", ondelete="CASCADE"), index=True)
-    event: Mapped[str] = mapped_column(Str(64))
-    record: Mapped[Any | None] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(Str(16), default="running")  # running waiting completed failed skipped
-    error: Mapped[str | None] = mapped_column(sa.Text)
-    started_at: Mapped[dt.datetime] = _created()
-    finished_at: Mapped[dt.datetime | None]
-
-
-class WorkflowInstance(Base):
-    __tablename__ = "workflow_instances"
-    __table_args__ = (sa.Index("ix_workflow_instances_resume", "status", "resume_at"),)
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    run_id: Mapped[int] = mapped_column(sa.ForeignKey("workflow_runs.id", ondelete="CASCADE"), unique=True)
-    next_action: Mapped[int] = mapped_column(sa.Integer, default=0)
-    state: Mapped[Any | None] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(Str(16), default="waiting")
-    resume_at: Mapped[dt.datetime | None]
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 # ====================================================================== webhooks
