@@ -182,7 +182,7 @@ async def test_queue_sections_paging_and_cancel(make_app, runtime):
         await press(app, pilot, "left_square_bracket", "left_square_bracket", "left_square_bracket", "v")
         assert head(app, "queue").startswith("pending 130 · [scheduled 1]")
         (key,) = table(app, "queue").keys
-        assert table(app, "queue").cells(key)[2] == "in 59m59s" or table(app, "queue").cells(key)[2].startswith("in ")
+        assert table(app, "queue").cells(key)[2].startswith("in 59m")  # an hour ahead, less the seconds passed
         await press(app, pilot, "v")
         assert table(app, "queue").keys == []
         await press(app, pilot, "v")  # back to pending
