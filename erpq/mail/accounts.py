@@ -69,7 +69,8 @@ def add_account(s: Session, settings, tenant_id: int, email: str, *, name: str |
         imap_host=imap_host, imap_port=imap_port, imap_security=imap_security, imap_ssl=imap_security == "tls",
         username=imap_username or email, password_encrypted=secrets.encrypt(settings, imap_password),
         smtp_host=smtp_host or imap_host, smtp_port=smtp_port, smtp_security=smtp_security,
-        smtp_starttls=smtp_security == "starttls", smtp_username=smtp_username or imap_username or email,
+        smtp_starttls=smtp_security == "starttls",
+        smtp_username=smtp_username if smtp_username is not None else (imap_username or email),
         smtp_password_encrypted=secrets.encrypt(settings, smtp_password if smtp_password is not None
                                                 else imap_password),
         folders=folders, folder=folders[0], is_active=True, consecutive_failures=0)

@@ -59,7 +59,7 @@ CAPABILITY = Capability(
     "mail",
     title="Mail",
     description="Email accounts synced over IMAP and linked to contacts/leads; email campaigns sent over SMTP",
-    modules=("erpq.mail.sync",),
+    modules=("erpq.mail.sync", "erpq.mail.campaigns"),
     settings=MailingSettings,
     settings_key="mailing",
     cli="erpq.mail.cli:register",

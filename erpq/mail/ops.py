@@ -79,7 +79,7 @@ def _error(exc: Exception):
     return NotFound(text) if text.startswith("unknown") else Invalid(text)
 
 
-class MailOps(OpsSection):
+class _AccountOps(OpsSection):
     """``ops.mail``: accounts, sync, emails, campaigns."""
 
     @property
@@ -216,6 +216,147 @@ class MailOps(OpsSection):
                         total, offset, limit)
 
 
+@dataclass
+class CampaignInfo(_Record):
+    id: int
+    tenant_id: int
+    account_id: int | None
+    name: str
+    status: str
+    scheduled_at: dt.datetime | None
+    rate_per_minute: int | None
+    total: int
+    counts: dict
+    progress: str
+    eta: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+
+
+@dataclass
+class RecipientInfo(_Record):
+    id: int
+    email: str
+    name: str | None
+    status: str
+    attempts: int
+    error: str | None
+    sent_at: dt.datetime | None
+
+
+def _campaign_info(c, counts: dict, default_rate: int) -> CampaignInfo:
+    done = counts["sent"] + counts["failed"] + counts["uncertain"]
+    total = c.total_count or 0
+    rate = c.rate_per_minute or default_rate
+    left = counts["pending"] + counts["sending"]
+    eta = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=left / rate)) if c.status == "sending" and rate else None
+    return CampaignInfo(c.id, c.tenant_id, c.account_id, c.name, c.status, c.scheduled_at, rate, total, counts,
+                        f"{100 * done // total if total else 0}%", eta, c.started_at, c.finished_at, c.error)
+
+
+class _CampaignOps:
+    def campaigns_page(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        from . import campaigns
+        from .models import EmailCampaign
+
+        q = sa.select(EmailCampaign)
+        if search:
+            q = q.where(EmailCampaign.name.like(f"%{search}%"))
+        with self.rt.read_session() as s:
+            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(EmailCampaign.id.desc()).offset(offset).limit(limit)).all()
+            items = [_campaign_info(c, campaigns.counts(s, c.id), self.settings.rate_per_minute) for c in rows]
+        return Page(items, total, offset, limit)
+
+    def campaign(self, campaign_id: int) -> CampaignInfo:
+        from . import campaigns
+
+        with self.rt.read_session() as s:
+            try:
+                c = campaigns.get_campaign(s, campaign_id)
+            except campaigns.accounts.MailError as exc:
+                raise _error(exc) from None
+            return _campaign_info(c, campaigns.counts(s, c.id), self.settings.rate_per_minute)
+
+    def recipients(self, campaign_id: int, status: str | None = None, offset: int = 0, limit: int = 50) -> Page:
+        from .models import EmailCampaignRecipient as R
+
+        q = sa.select(R).where(R.campaign_id == campaign_id)
+        if status:
+            q = q.where(R.status == status)
+        with self.rt.read_session() as s:
+            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(R.id).offset(offset).limit(limit)).all()
+            return Page([RecipientInfo(r.id, r.email, r.name, r.status, r.attempts or 0, r.error, r.sent_at)
+                         for r in rows], total, offset, limit)
+
+    @audited
+    def create_campaign(self, tenant, account_id: int, name: str, subject: str, body: str,
+                        rate_per_minute: int | None = None) -> CampaignInfo:
+        from . import campaigns
+
+        tid = self.ops.tenant_id(tenant)
+        self._act("mail.campaign.create", name, f"erpq campaign create --tenant {shlex.quote(str(tenant))} "
+                  f"--account {account_id} --name {shlex.quote(name)} --subject {shlex.quote(subject)} --body-file ...")
+        try:
+            with self.rt.session() as s:
+                cid = campaigns.create_campaign(s, tid, account_id, name, subject, body, rate_per_minute).id
+        except campaigns.accounts.MailError as exc:
+            raise _error(exc) from None
+        return self.campaign(cid)
+
+    @audited
+    def add_recipients(self, campaign_id: int, csv_path: str | None = None, source: str | None = None):
+        """Add from a CSV file (an ``email`` column) or the tenant's ``contacts``/``leads``;
+        returns (added, duplicates skipped, [(row, reason)] refused)."""
+        from . import campaigns
+
+        self._act("mail.campaign.add-recipients", str(campaign_id), f"erpq campaign add-recipients {campaign_id} "
+                  + (f"--csv {shlex.quote(csv_path)}" if csv_path else f"--from {source}"))
+        try:
+            with self.rt.session() as s:
+                if csv_path:
+                    return campaigns.add_recipients_csv(s, campaign_id, csv_path)
+                return campaigns.add_recipients_from(s, campaign_id, source or "contacts")
+        except campaigns.accounts.MailError as exc:
+            raise _error(exc) from None
+
+    @audited
+    def send(self, campaign_id: int, at: dt.datetime | None = None) -> CampaignInfo:
+        from . import campaigns
+
+        verb = f"schedule {campaign_id} --at {at.isoformat()}" if at else f"send {campaign_id}"
+        self._act("mail.campaign." + verb.split()[0], str(campaign_id), f"erpq campaign {verb}")
+        try:
+            campaigns.start(self.rt, campaign_id, at)
+        except campaigns.accounts.MailError as exc:
+            raise _error(exc) from None
+        return self.campaign(campaign_id)
+
+    def _control(self, campaign_id: int, action: str) -> CampaignInfo:
+        from . import campaigns
+
+        self._act(f"mail.campaign.{action}", str(campaign_id), f"erpq campaign {action} {campaign_id}")
+        try:
+            campaigns.set_status(self.rt, campaign_id, action)
+        except campaigns.accounts.MailError as exc:
+            raise (_error(exc) if str(exc).startswith("unknown") else Conflict(str(exc))) from None
+        return self.campaign(campaign_id)
+
+    @audited
+    def pause(self, campaign_id: int) -> CampaignInfo:
+        return self._control(campaign_id, "pause")
+
+    @audited
+    def resume(self, campaign_id: int) -> CampaignInfo:
+        return self._control(campaign_id, "resume")
+
+    @audited
+    def cancel(self, campaign_id: int) -> CampaignInfo:
+        return self._control(campaign_id, "cancel")
+
+
 def _account_info(r, slug: str) -> AccountInfo:
     from . import accounts
 
@@ -227,4 +368,6 @@ def _account_info(r, slug: str) -> AccountInfo:
         a.consecutive_failures or 0, a.backoff_until, accounts.backoff_state(a), r.folders)
 
 
-__all__ = ["MailOps", "Conflict"]
+class MailOps(_CampaignOps, _AccountOps):
+    """``ops.mail``: email accounts and their sync, synced emails, campaigns."""
+
