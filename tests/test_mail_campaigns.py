@@ -150,3 +150,27 @@ def test_bad_template_refused_with_line(rt, smtp_server, tmp_path):
         ops.create_campaign("acme", 1, "Bad", "ok", "Hello\n{% if x %}never closed")
     with rt.read_session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(campaigns.EmailCampaign)) == 1
+
+
+def test_cli_create_send_status(rt, smtp_server, tmp_path, capsys):
+    import argparse
+
+    from erpq.mail.cli import register
+
+    def cli(*argv):
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument("--config")
+        parser = argparse.ArgumentParser(prog="erpq")
+        register(parser.add_subparsers(dest="group", required=True), common)
+        args = parser.parse_args(argv)
+        return args.handler(args, rt)
+
+    cid = campaign(rt, smtp_server, 3, tmp_path)
+    (tmp_path / "bad.txt").write_text("{{ unclosed")
+    with pytest.raises(Invalid, match="line 1"):
+        cli("campaign", "create", "--tenant", "acme", "--account", "1", "--name", "x", "--subject", "s",
+            "--body-file", str(tmp_path / "bad.txt"))
+    assert cli("campaign", "send", str(cid)) == 0
+    drain(rt)
+    assert cli("campaign", "status", str(cid)) == 0
+    assert "sent 3" in capsys.readouterr().out
