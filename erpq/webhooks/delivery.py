@@ -20,7 +20,8 @@ runs out of attempts. Rows in the old ``delivering`` state (written by earlier
 versions, which counted attempts up front) are still claimed and recovered.
 
 Retries are not Huey retries: a failed attempt records ``next_retry_at`` from
-the backoff schedule (or the receiver's ``Retry-After``) and enqueues the next
+the backoff schedule (a ``erpq.runtime.retry.Delays`` strategy, with the receiver's
+``Retry-After`` as a floor) and enqueues the next
 attempt with that exact ETA, only after the failure is committed.
 ``erp:retry-webhook-deliveries`` is the safety net for jobs lost in a crash
 (see ``requeue_stalled``).
@@ -56,6 +57,7 @@ from sqlalchemy.orm import Session
 from ..db import utcnow
 from ..models import Webhook, WebhookDelivery
 from ..runtime import current
+from ..runtime.retry import Delays
 from . import guard, prepared
 from .capability import CAPABILITY, WebhookSettings
 
@@ -366,11 +368,17 @@ def backoff_delay(ws: WebhookSettings, attempts: int, retry_after: float | None 
                   rng: random.Random | None = None) -> float:
     """Seconds before attempt ``attempts + 1``: the schedule plus jitter, never
     sooner than the receiver's ``Retry-After`` (capped at a day)."""
-    base = ws.backoff_s[min(attempts, len(ws.backoff_s)) - 1]
-    delay = base * (1 + (rng or random).uniform(0, ws.jitter))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, 86400.0))
-    return delay
+    return retry_strategy(ws).delay(attempts, not_before=retry_after, rng=rng)
+
+
+def retry_strategy(ws: WebhookSettings) -> Delays:
+    """The runtime's retry strategy for ``webhooks.backoff_s`` and ``webhooks.jitter``."""
+    return _strategy(tuple(ws.backoff_s), ws.jitter)
+
+
+@functools.lru_cache(maxsize=8)
+def _strategy(backoff_s: tuple[float, ...], jitter: float) -> Delays:
+    return Delays(backoff_s, jitter=jitter)
 
 
 def end(db: DB, delivery_pk: int, token: str, ending: Ending) -> str:
