@@ -10,7 +10,6 @@ an Alembic migration in ``erpq/migrations/versions``.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -214,87 +213,8 @@ class User(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
-# ====================================================================== mail
-
-
-class EmailAccount(Base):
-    __tablename__ = "email_accounts"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    name: Mapped[str] = mapped_column(Str(255))
-    email: Mapped[str] = mapped_column(Str(255))
-    imap_host: Mapped[str | None] = mapped_column(Str(255))
-    imap_port: Mapped[int | None] = mapped_column(sa.Integer)
-    imap_ssl: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    smtp_host: Mapped[str | None] = mapped_column(Str(255))
-    smtp_port: Mapped[int | None] = mapped_column(sa.Integer)
-    smtp_starttls: Mapped[bool] = mapped_column(sa.Boolean, default=False)
-    username: Mapped[str | None] = mapped_column(Str(255))
-    password_encrypted: Mapped[str | None] = mapped_column(sa.Text)
-    folder: Mapped[str] = mapped_column(Str(255), default="INBOX")
-    is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
-    last_uid: Mapped[int | None] = mapped_column(sa.BigInteger)
-    last_synced_at: Mapped[dt.datetime | None]
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class Email(Base):
-    __tablename__ = "emails"
-    __table_args__ = (
-        sa.UniqueConstraint("account_id", "folder", "uidvalidity", "uid", name="uq_emails_account_uid"),
-    )
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("email_accounts.id", ondelete="CASCADE"), index=True)
-    folder: Mapped[str] = mapped_column(Str(255), default="INBOX")
-    uidvalidity: Mapped[int] = mapped_column(sa.BigInteger)
-    uid: Mapped[int] = mapped_column(sa.BigInteger)
-    message_id: Mapped[str | None] = mapped_column(Str(255), index=True)
-    from_address: Mapped[str | None] = mapped_column(Str(255))
-    to_addresses: Mapped[str | None] = mapped_column(sa.Text)
-    subject: Mapped[str | None] = mapped_column(Str(998))
-    body_text: Mapped[str | None] = mapped_column(LongText)
-    sent_at: Mapped[dt.datetime | None]
-    received_at: Mapped[dt.datetime] = _created()
-
-
-class EmailCampaign(Base):
-    __tablename__ = "email_campaigns"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    account_id: Mapped[int | None] = mapped_column(sa.ForeignKey("email_accounts.id", ondelete="SET NULL"))
-    name: Mapped[str] = mapped_column(Str(255))
-    subject: Mapped[str] = mapped_column(Str(998))
-    body_template: Mapped[str] = mapped_column(LongText)
-    status: Mapped[str] = mapped_column(Str(16), default="draft")  # draft scheduled sending sent stopped failed
-    scheduled_at: Mapped[dt.datetime | None]
-    rate_per_minute: Mapped[int | None] = mapped_column(sa.Integer)
-    batch_id: Mapped[str | None] = mapped_column(Str(36))
-    sent_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    failed_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    started_at: Mapped[dt.datetime | None]
-    finished_at: Mapped[dt.datetime | None]
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class EmailCampaignRecipient(Base):
-    __tablename__ = "email_campaign_recipients"
-    __table_args__ = (sa.UniqueConstraint("campaign_id", "email", name="uq_campaign_recipient"),)
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    campaign_id: Mapped[int] = mapped_column(sa.ForeignKey("email_campaigns.id", ondelete="CASCADE"), index=True)
-    email: Mapped[str] = mapped_column(Str(255))
-    name: Mapped[str | None] = mapped_column(Str(255))
-    data: Mapped[Any | None] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending sending sent failed
-    error: Mapped[str | None] = mapped_column(sa.Text)
-    sent_at: Mapped[dt.datetime | None]
+# CRM tables (contacts, leads, deals, activities, notifications, workflows): erpq/crm/models.py
+# mail tables (email_accounts, emails, email_campaigns, email_campaign_recipients): erpq/mail/models.py
 
 
 # ====================================================================== imports
