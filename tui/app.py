@@ -32,12 +32,13 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from .views import VIEWS, View
+from .views import GROUPED, GROUPS, TABS, VIEWS, View, business
 from .widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from .widgets.line import Line
 from .widgets.palette import ConsoleCommands
 
 Clock = Callable[[], dt.datetime]
+GROUPED_KEYS = {v.KEY for v in GROUPED}
 
 APP_BINDINGS = [
     Binding("question_mark", "help", "Help", id="app.help"),
@@ -45,8 +46,10 @@ APP_BINDINGS = [
     Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
     Binding("u", "undo", "Undo", show=False, id="app.undo"),
     Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
-    *[Binding(str(i + 1), f"show_view('{v.KEY}')", v.TITLE, show=False, id=f"app.view.{v.KEY}")
-      for i, v in enumerate(VIEWS[:9])],
+    *[Binding(str(i + 1), f"show_view('{key}')", title, show=False, id=f"app.view.{key}")
+      for i, (key, title) in enumerate([(v.KEY, v.TITLE) for v in TABS]
+                                       + ([(business.KEY, business.TITLE)] if GROUPED else []))
+      if i < 9],
 ]
 
 
@@ -100,6 +103,7 @@ class ErpqConsole(App):
         # 100,000 rows) must not stop the other views from updating.
         self._in_flight: set[str] = set()
         self._poll_again: set[str] = set()
+        self._panel_focus_next = False
         # No animations: over SSH every animation frame is bytes on the wire.
         self.animation_level = "none"
 
@@ -107,9 +111,13 @@ class ErpqConsole(App):
     def compose(self) -> ComposeResult:
         yield Line(id="status")
         with TabbedContent(id="tabs"):
-            for i, view in enumerate(VIEWS):
+            for i, view in enumerate(TABS):
                 with TabPane(f"{i + 1} {view.TITLE}" if i < 9 else view.TITLE, id=view.KEY):
                     yield view(id=f"view-{view.KEY}")
+            if GROUPED:
+                n = len(TABS) + 1
+                with TabPane(f"{n} {business.TITLE}" if n <= 9 else business.TITLE, id=business.KEY):
+                    yield business.PanelBrowser(GROUPS, id="browser")
         yield Line(id="message")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -155,6 +163,8 @@ class ErpqConsole(App):
     @property
     def active_view(self) -> View:
         key = self.query_one(TabbedContent).active or VIEWS[0].KEY
+        if key == business.KEY:
+            key = self.query_one(business.PanelBrowser).current or GROUPED[0].KEY
         return self.query_one(f"#view-{key}", View)
 
     def view(self, key: str) -> View:
@@ -162,7 +172,11 @@ class ErpqConsole(App):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # The pane is shown on the next refresh; a hidden widget cannot take focus.
-        self.call_after_refresh(lambda: self.active_view.focus_main())
+        if event.pane.id == business.KEY and not self._panel_focus_next:
+            self.call_after_refresh(lambda: self.query_one(business.PanelList).focus())
+        else:
+            self.call_after_refresh(lambda: self.active_view.focus_main())
+        self._panel_focus_next = False
         self.poll_now()
 
     # ------------------------------------------------------------ polling
@@ -318,7 +332,16 @@ class ErpqConsole(App):
 
     # ------------------------------------------------------------ keys
     def action_show_view(self, key: str) -> None:
-        self.query_one(TabbedContent).active = key
+        if key in GROUPED_KEYS:
+            tabs = self.query_one(TabbedContent)
+            if tabs.active == business.KEY:
+                self.query_one(business.PanelBrowser).select(key, focus=True)
+            else:
+                self._panel_focus_next = True
+                self.query_one(business.PanelBrowser).select(key, focus=False)
+                tabs.active = business.KEY
+        else:
+            self.query_one(TabbedContent).active = key
 
     def action_refresh(self) -> None:
         self.poll_now()
