@@ -32,7 +32,11 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from erpq.alerts import Alert
+from erpq.alerts import collect as collect_alerts
+
 from .views import GROUPED, GROUPS, TABS, VIEWS, View, business
+from .widgets.alerts import AlertLine
 from .widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from .widgets.line import Line
 from .widgets.palette import ConsoleCommands
@@ -45,6 +49,7 @@ APP_BINDINGS = [
     Binding("q", "quit", "Quit", id="app.quit"),
     Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
     Binding("u", "undo", "Undo", show=False, id="app.undo"),
+    Binding("exclamation_mark", "alerts", "Alerts", show=False, id="app.alerts"),
     Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
     *[Binding(str(i + 1), f"show_view('{key}')", title, show=False, id=f"app.view.{key}")
       for i, (key, title) in enumerate([(v.KEY, v.TITLE) for v in TABS]
@@ -104,12 +109,15 @@ class ErpqConsole(App):
         self._in_flight: set[str] = set()
         self._poll_again: set[str] = set()
         self._panel_focus_next = False
+        self._alerts_at = -1e9
+        self.alerts: list[Alert] = []
         # No animations: over SSH every animation frame is bytes on the wire.
         self.animation_level = "none"
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Line(id="status")
+        yield AlertLine(id="alerts")
         with TabbedContent(id="tabs"):
             for i, view in enumerate(TABS):
                 with TabPane(f"{i + 1} {view.TITLE}" if i < 9 else view.TITLE, id=view.KEY):
@@ -192,12 +200,19 @@ class ErpqConsole(App):
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll_worker(self, view: View) -> None:
+        alerts = None
         try:
             counts = self.ops.queue_counts()
             data, error = view.fetch(self.ops), None
         except Exception as exc:  # a database or queue outage: show it, keep polling
             counts, data, error = None, None, exc
+            alerts = [Alert("critical", "store", f"store unreachable: {_one_line(exc)}")]
+        if alerts is None and time.monotonic() - self._alerts_at >= 1.0:
+            self._alerts_at = time.monotonic()
+            alerts = collect_alerts(self.ops, self.now(), counts)
         try:
+            if alerts is not None:
+                self.call_from_thread(self.show_alerts, alerts)
             self.call_from_thread(self._apply, view, counts, data, error)
         except RuntimeError:  # the app is shutting down
             pass
@@ -220,15 +235,27 @@ class ErpqConsole(App):
         if view.KEY in self._poll_again and view is self.active_view:
             self.poll_now()
 
+    def show_alerts(self, alerts: list[Alert]) -> None:
+        self.alerts = alerts
+        self.query_one(AlertLine).set_alerts(alerts)
+
+    def action_alerts(self) -> None:
+        """Every alert in full, with the command that shows more."""
+        if not self.alerts:
+            self.message("no alerts: runners alive, scheduler firing, nothing critical", toast=False)
+            return
+        body = "\n".join(f"{a.severity.upper():<9} {a.text}" + (f"\n          $ {a.command}" if a.command else "")
+                         for a in self.alerts)
+        self.push_screen(TextScreen(f"{len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''}", body))
+
     def _tick(self) -> None:
         self.active_view.tick()
 
     def _draw_status(self) -> None:
         c = self.counts
-        text = (f" erpq │ {self.mode} │ pending {c.get('pending', 0):,} · sched {c.get('scheduled', 0):,}"
+        text = " erpq" + (" READ-ONLY" if self.ops.read_only else "")
+        text += (f" │ {self.mode} │ pending {c.get('pending', 0):,} · sched {c.get('scheduled', 0):,}"
                 f" · running {c.get('running', 0):,} · failed {c.get('failed', 0):,}")
-        if self.ops.read_only:
-            text += " │ READ-ONLY"
         self.query_one("#status", Line).set(text)
 
     # ------------------------------------------------------------ messages
@@ -402,6 +429,7 @@ class ErpqConsole(App):
             ("Undo last forget/flush", self.action_undo, "restore what was hidden"),
             ("Toggle failure clusters", lambda: (self.action_show_view("failed"), failed.action_clusters()),
              "group failed jobs by task, exception and message"),
+            ("Show alerts", self.action_alerts, "every alert in full, with the command that shows more"),
             ("Help: keys", self.action_help, "the help screen"),
             ("Quit", self.exit, "quit (stops the embedded runner cleanly)"),
         ]
@@ -490,8 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     stacks = _dump_stacks_on_sigusr1(settings.path(settings.log.path))
     ops = Ops(rt, Actor.detect("console"), read_only=args.read_only)
-    runner = None if args.attach else EmbeddedRunner(rt)
-    mode = "attached" if args.attach else "embedded runner"
+    # A watching-only console must not run jobs: --read-only never starts a runner.
+    runner = None if args.attach or args.read_only else EmbeddedRunner(rt)
+    mode = "embedded runner" if runner is not None else "attached"
     app = ErpqConsole(ops, settings, mode=mode, install_signals=True, tune_gc=True)
     finished = threading.Event()
     stopping = threading.Lock()

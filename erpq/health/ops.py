@@ -46,6 +46,16 @@ class HealthOps(OpsSection):
                              .order_by(SystemHealth.tenant_id.is_not(None), Tenant.slug)).all()
             return [_health_info(h, slug) for h, slug in rows]
 
+    def alerts(self, now=None) -> list:
+        """Critical on any tenant (or the host) at the latest reading: one alert naming them."""
+        from ..alerts import CRITICAL, Alert
+
+        critical = [h for h in self.latest() if h.status == "critical"]
+        if not critical:
+            return []
+        names = ", ".join(h.tenant or "host" for h in critical[:4]) + (" …" if len(critical) > 4 else "")
+        return [Alert(CRITICAL, "health", f"health critical: {names}", "erpq health")]
+
     def history(self, tenant_id: int | None = None, limit: int = 60) -> list[HealthInfo]:
         """Readings of the host (or a tenant), oldest first, the last ``limit`` of them."""
         with self.rt.read_session() as s:

@@ -188,6 +188,12 @@ class FailedOps(OpsCore):
         with self.rt.read_session() as s:
             return s.scalar(sa.select(sa.func.count()).select_from(self._failed_query(task, search).subquery())) or 0
 
+    def failed_since(self, since: dt.datetime) -> int:
+        """How many jobs failed at or after ``since`` (hidden ones included): alerts read it."""
+        with self.rt.read_session() as s:
+            return s.scalar(sa.select(sa.func.count()).select_from(FailedJob)
+                            .where(FailedJob.failed_at >= since)) or 0
+
     @_audited
     def forget(self, ids: list[int] | int) -> int:
         """Hide failed jobs (restorable with ``restore`` for retention.undo_minutes)."""
