@@ -38,7 +38,7 @@ def test_view(snap_compare, view):
 @pytest.mark.parametrize("name,presses", [
     ("queue_scheduled", ("2", "v")),
     ("queue_running", ("2", "v", "v")),
-    ("failed_clusters", ("3", "g")),
+    ("failed_clusters", ("3", "c")),
     ("failed_detail", ("3", "enter")),
     ("confirm_forget", ("3", "d")),
     ("help", ("question_mark",)),

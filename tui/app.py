@@ -35,8 +35,11 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from erpq.alerts import Alert
 from erpq.alerts import collect as collect_alerts
 
+from .commands import Command, CommandError
+from .commands import parse as parse_command
 from .views import GROUPED, GROUPS, TABS, VIEWS, View, business
 from .widgets.alerts import AlertLine
+from .widgets.command_line import CommandLine
 from .widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from .widgets.line import Line
 from .widgets.palette import ConsoleCommands
@@ -50,6 +53,7 @@ APP_BINDINGS = [
     Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
     Binding("u", "undo", "Undo", show=False, id="app.undo"),
     Binding("exclamation_mark", "alerts", "Alerts", show=False, id="app.alerts"),
+    Binding("colon", "command_line", "Command", show=False, id="app.command"),
     Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
     *[Binding(str(i + 1), f"show_view('{key}')", title, show=False, id=f"app.view.{key}")
       for i, (key, title) in enumerate([(v.KEY, v.TITLE) for v in TABS]
@@ -60,8 +64,10 @@ APP_BINDINGS = [
 
 def binding_ids() -> set[str]:
     """Every action name a ``[console.keys]`` entry may rebind."""
+    from .widgets.keyed_table import KeyedTable
+
     ids = {b.id for b in APP_BINDINGS if b.id}
-    for view in [View, *VIEWS]:
+    for view in [View, KeyedTable, *VIEWS]:
         ids |= {b.id for b in view.BINDINGS if isinstance(b, Binding) and b.id}
     return ids
 
@@ -80,7 +86,8 @@ class ErpqConsole(App):
     CSS_PATH = "app.tcss"
     TITLE = "erpq"
     BINDINGS: ClassVar = APP_BINDINGS
-    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    # erpq's commands only: no second Quit, no theme or screenshot commands.
+    COMMANDS: ClassVar = {ConsoleCommands}
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, ops: Any, settings: Any, *, mode: str = "attached", clock: Clock | None = None,
@@ -110,6 +117,7 @@ class ErpqConsole(App):
         self._poll_again: set[str] = set()
         self._panel_focus_next = False
         self._alerts_at = -1e9
+        self._alerts_busy = False
         self.alerts: list[Alert] = []
         # No animations: over SSH every animation frame is bytes on the wire.
         self.animation_level = "none"
@@ -127,6 +135,7 @@ class ErpqConsole(App):
                 with TabPane(f"{n} {business.TITLE}" if n <= 9 else business.TITLE, id=business.KEY):
                     yield business.PanelBrowser(GROUPS, id="browser")
         yield Line(id="message")
+        yield CommandLine(id="command")
         yield Footer(compact=True, show_command_palette=False)
 
     def _hangup(self) -> None:
@@ -148,6 +157,12 @@ class ErpqConsole(App):
     def on_mount(self) -> None:
         if self.settings.console.keys:
             self.set_keymap(dict(self.settings.console.keys))
+        self._label_tabs()
+        # Tab moves between the widgets of a view; the tab bar never takes focus
+        # (number keys, :name and the palette switch views).
+        from textual.widgets import Tabs
+
+        self.query_one(Tabs).can_focus = False
         if self.ops.read_only:
             self.query_one("#status", Line).add_class("readonly")
         self._draw_status()
@@ -197,24 +212,37 @@ class ErpqConsole(App):
         self._in_flight.add(view.KEY)
         self._poll_again.discard(view.KEY)
         self._poll_worker(view)
+        self.poll_alerts()
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll_worker(self, view: View) -> None:
-        alerts = None
         try:
             counts = self.ops.queue_counts()
             data, error = view.fetch(self.ops), None
         except Exception as exc:  # a database or queue outage: show it, keep polling
             counts, data, error = None, None, exc
-            alerts = [Alert("critical", "store", f"store unreachable: {_one_line(exc)}")]
-        if alerts is None and time.monotonic() - self._alerts_at >= 1.0:
-            self._alerts_at = time.monotonic()
-            alerts = collect_alerts(self.ops, self.now(), counts)
         try:
-            if alerts is not None:
-                self.call_from_thread(self.show_alerts, alerts)
             self.call_from_thread(self._apply, view, counts, data, error)
         except RuntimeError:  # the app is shutting down
+            pass
+
+    def poll_alerts(self) -> None:
+        """Read the alerts in a thread (one read at a time, at most every second)."""
+        if self._alerts_busy or time.monotonic() - self._alerts_at < 1.0:
+            return
+        self._alerts_busy = True
+        self._alerts_at = time.monotonic()
+        self._alerts_worker()
+
+    @work(thread=True, group="alerts", exit_on_error=False)
+    def _alerts_worker(self) -> None:
+        try:
+            alerts = collect_alerts(self.ops, self.now(), self.counts or None)
+        except Exception as exc:  # the store itself is unreachable
+            alerts = [Alert("critical", "store", f"store unreachable: {_one_line(exc)}")]
+        try:
+            self.call_from_thread(self.show_alerts, alerts)
+        except RuntimeError:
             pass
 
     def _apply(self, view: View, counts: dict | None, data: Any, error: Exception | None) -> None:
@@ -235,7 +263,79 @@ class ErpqConsole(App):
         if view.KEY in self._poll_again and view is self.active_view:
             self.poll_now()
 
+    def _label_tabs(self) -> None:
+        """Tab labels show the key that switches to them, rebound or not."""
+        from textual.widgets import Tab
+
+        titles = {b.id: b.description for b in APP_BINDINGS if b.id and b.id.startswith("app.view.")}
+        for tab in self.query(Tab):
+            key = (tab.id or "").removeprefix("--content-tab-")
+            bid = f"app.view.{key}"
+            if bid in titles:
+                binding = next(b for b in APP_BINDINGS if b.id == bid)
+                tab.label = f"{self.key_label(binding)} {titles[bid]}"
+
+    def refocus(self) -> None:
+        self.active_view.focus_main()
+
+    def action_command_line(self) -> None:
+        """Open the ':' command line (k9s style)."""
+        self.query_one(CommandLine).open()
+
+    def on_input_submitted(self, event) -> None:
+        if event.input.id != "command":
+            return
+        event.stop()
+        line = self.query_one(CommandLine)
+        line.action_close()
+        self.run_command_line(event.value)
+
+    def run_command_line(self, text: str) -> Command | None:
+        views = [(v.KEY, v.TITLE) for v in VIEWS]
+        tabs = [v.KEY for v in TABS] + ([business.KEY] if GROUPED else [])
+        try:
+            cmd = parse_command(text, views, tabs)
+        except CommandError as exc:
+            self.message(str(exc), error=True, toast=False)
+            return None
+        if cmd.verb == "view":
+            self.action_show_view(cmd.target)
+        elif cmd.verb == "quit":
+            self.exit()
+        elif cmd.verb in ("alerts", "help", "undo", "refresh"):
+            getattr(self, f"action_{cmd.verb}")()
+        elif cmd.verb == "filter":
+            self.active_view.set_filter(cmd.target)
+        elif cmd.verb in ("run", "pause", "resume"):
+            self._schedule_command(cmd.verb, cmd.target)
+        elif cmd.verb == "retry":
+            self._retry_command(cmd)
+        return cmd
+
+    def _schedule_command(self, verb: str, name: str) -> None:
+        call = {"run": lambda ops: ops.trigger(name), "pause": lambda ops: ops.pause(name),
+                "resume": lambda ops: ops.resume(name)}[verb]
+        done = {"run": lambda tid: f"{name} enqueued as {tid[:8]}", "pause": lambda _: f"{name} paused",
+                "resume": lambda _: f"{name} resumed"}[verb]
+        self.perform(f"{verb} {name}", call, done=done)
+
+    def _retry_command(self, cmd: Command) -> None:
+        if cmd.ids:
+            ids = cmd.ids
+            self.perform(f"retry {' '.join(map(str, ids))}", lambda ops: ops.retry(ids),
+                         confirm=f"Retry failed job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}?",
+                         done=lambda tids: f"{len(tids):,} failed job{'s' if len(tids) != 1 else ''} re-enqueued")
+            return
+        task = cmd.task
+        what = f"of task {task}" if task else "(all of them)"
+        self.perform_counted(
+            "retry failed", count=lambda ops: ops.count_failed(task=task),
+            question=lambda n: f"Retry {n:,} failed job{'s' if n != 1 else ''} {what}?",
+            call=lambda ops: ops.retry_all(task=task),
+            done=lambda n: f"{n:,} failed job{'s' if n != 1 else ''} re-enqueued")
+
     def show_alerts(self, alerts: list[Alert]) -> None:
+        self._alerts_busy = False
         self.alerts = alerts
         self.query_one(AlertLine).set_alerts(alerts)
 
@@ -381,33 +481,49 @@ class ErpqConsole(App):
         return ", ".join(self.get_key_display(Binding(k.strip(), "")) for k in keys.split(","))
 
     def help_text(self) -> str:
-        lines = ["Everywhere", ""]
-        for b in APP_BINDINGS:
-            lines.append(f"  {self.key_label(b):<12} {b.description}")
-        lines += ["  ctrl+p       Command palette (every action by name)",
-                  "  Tab          Next table / widget", ""]
-        for view in [View, *VIEWS]:
-            lines.append("In every list" if view is View else f"{view.TITLE} view")
-            if view.__doc__:
-                lines.append("  " + view.__doc__.strip().splitlines()[0])
-            for b in view.BINDINGS:
-                if isinstance(b, Binding) and (view is View or b not in View.BINDINGS):
-                    lines.append(f"  {self.key_label(b):<12} {b.description}")
-            if view is View:
-                lines.append("  Enter        Detail (arguments, traceback, history); Esc goes back")
+        """Every key, with its action name (for [console.keys]) and the key in force."""
+        from .widgets.keyed_table import KeyedTable
+
+        def row(b: Binding) -> str:
+            return f"  {self.key_label(b):<10} {b.description:<26} {b.id or ''}"
+
+        lines = ["Everywhere                            action name", ""]
+        lines += [row(b) for b in APP_BINDINGS]
+        lines += ["  ctrl+p     Command palette            (every view, panel and action by name)",
+                  "  Tab        Next table / widget        (the tab bar never takes focus)", ""]
+        lines += ["In every list", ""]
+        lines += [row(b) for b in [*KeyedTable.BINDINGS, *View.BINDINGS] if isinstance(b, Binding)]
+        lines += ["  Enter      Detail (arguments, traceback, history; Esc goes back)", ""]
+        for view in VIEWS:
+            own = [b for b in view.BINDINGS if isinstance(b, Binding) and b not in View.BINDINGS]
+            if not own:
+                continue
+            where = f"{view.TITLE} ({business.TITLE} tab)" if view.KEY in GROUPED_KEYS else view.TITLE
+            lines.append(where)
+            lines += [row(b) for b in own]
             lines.append("")
         lines += [
+            "Command line (:)",
+            "  :failed :workflows :8   jump to a view or panel (name, unique prefix or tab number)",
+            "  :retry --task NAME      retry failed jobs of a task (:retry --all, :retry 12 13)",
+            "  :run/:pause/:resume T   a periodic task;  :filter TEXT;  :alerts  :help  :undo  :q",
+            "",
             "Notes",
             "  Destructive actions ask first; flush asks you to type 'flush'.",
             f"  Forget and flush can be undone with u for {self.undo_minutes} minutes.",
             "  Every action shows its equivalent 'erpq' command and is written to the",
             "  audit log with your OS user and SSH client address.",
-            "  Keys can be changed in config.toml under [console.keys], e.g.",
+            "  Rebind a key in config.toml under [console.keys] by its action name, e.g.",
             '    [console.keys]',
             '    "schedule.trigger" = "T"',
             f"  Times are shown in {self.tz}.",
         ]
         return "\n".join(lines)
+
+    def back_out(self, view: View) -> None:
+        """Esc in a view with nothing left to close: from a panel back to the panel list."""
+        if view.KEY in GROUPED_KEYS:
+            self.query_one(business.PanelList).focus()
 
     def palette_commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         cmds: list[tuple[str, Callable[[], Any], str]] = []
