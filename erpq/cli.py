@@ -92,6 +92,8 @@ def cmd_queue_work(args, rt) -> int:
 
         result = work_once(rt)
         print(result or "No job waiting.")
+        if result and _last_run_failed(rt, result):
+            return 1  # the job failed (or will retry): a script must see it
         return 0
     from .runtime import EmbeddedRunner
 
@@ -100,6 +102,12 @@ def cmd_queue_work(args, rt) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     runner.start()
+    metrics = None
+    if rt.settings.runner.metrics_port:
+        from .metrics import serve
+
+        metrics = serve(_ops(args, rt), rt.settings.runner.metrics_port, rt.settings.runner.metrics_host,
+                        runner_id=rt.runner_id)
     print(f"erpq runner {rt.runner_id}: {runner.workers} workers, periodic "
           f"{'off' if args.no_periodic else 'on'}, queue {rt.queue_label}. Ctrl+C stops.", flush=True)
     try:
@@ -107,8 +115,22 @@ def cmd_queue_work(args, rt) -> int:
             pass
     finally:
         print("Stopping: waiting for running jobs...", flush=True)
+        if metrics is not None:
+            metrics.shutdown()
         runner.stop()
     return 0
+
+
+def _last_run_failed(rt, line: str) -> bool:
+    """Whether the job ``work_once`` just processed (named in ``line``) failed."""
+    import sqlalchemy as sa
+
+    from .models import JobRun
+
+    task_id = line.split(" (")[0].rsplit(" ", 1)[-1]
+    with rt.read_session() as s:
+        status = s.scalar(sa.select(JobRun.status).where(JobRun.task_id == task_id).order_by(JobRun.id.desc()))
+    return status in ("failed", "retrying")
 
 
 def cmd_queue_list(args, rt) -> int:
@@ -151,8 +173,12 @@ def cmd_queue_show(args, rt) -> int:
 
 def cmd_queue_retry(args, rt) -> int:
     ops = _ops(args, rt)
+    if args.ids and (args.all or args.task or args.search):
+        raise CliError("give failed job ids, or --all [--task NAME] [--search TEXT], not both", code=2)
+    if (args.task or args.search) and not args.all:
+        raise CliError("--task and --search select with --all (erpq queue retry --all --task NAME)", code=2)
     if args.all:
-        n = ops.retry_all(task=args.task)
+        n = ops.retry_all(task=args.task, search=args.search)
         print(f"Retried {n} failed job(s)")
         return 0
     if not args.ids:
@@ -177,7 +203,9 @@ def cmd_queue_restore(args, rt) -> int:
 def cmd_queue_flush(args, rt) -> int:
     ops = _ops(args, rt)
     count = ops.count_failed(task=args.task)
-    if not args.yes and sys.stdin.isatty():
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError("refusing to flush without a terminal to confirm on: add --yes", code=2)
+    if not args.yes:
         answer = input(f"Flush {count} failed job(s)? Type 'flush' to confirm: ")
         if answer.strip() != "flush":
             print("Not flushed.")
@@ -394,6 +422,7 @@ def _queue_group(groups, common) -> None:
     c.add_argument("ids", type=int, nargs="*", metavar="ID", help="failed job ids")
     c.add_argument("--all", action="store_true", help="every failed job (of --task)")
     c.add_argument("--task", help="with --all: only this task")
+    c.add_argument("--search", help="with --all: only failures whose task, exception or message contain TEXT")
     g.cmd("forget", cmd_queue_forget, "drop failed jobs (restorable for retention.undo_minutes)").add_argument(
         "ids", type=int, nargs="+", metavar="ID", help="failed job ids")
     g.cmd("restore", cmd_queue_restore, "bring back forgotten or flushed failed jobs").add_argument(
@@ -474,7 +503,7 @@ def _admin_groups(groups, common) -> None:
     c = groups.add_parser("deploy", help="print a systemd unit or Supervisor program for this install",
                           parents=[common])
     c.set_defaults(handler=cmd_deploy, needs_runtime=False)
-    c.add_argument("kind", choices=["systemd", "supervisor"])
+    c.add_argument("kind", choices=["systemd", "supervisor"], help="which file to print")
 
     g = Group(groups, common, "bench", "benchmarks against the bare libraries")
     c = g.cmd("queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio",
@@ -504,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
     p.add_argument("--version", action="version", version=f"erpq {_version()}")
     groups = p.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for add in (_schedule_group, _queue_group, _fleet_groups, _admin_groups, _capability_groups):
+    from .observe_cli import register as _observe_groups
+
+    for add in (_schedule_group, _queue_group, _fleet_groups, _admin_groups, _observe_groups, _capability_groups):
         add(groups, common)
     return p
 
@@ -535,6 +566,17 @@ def _version() -> str:
     return __version__
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from .capability import CapabilityError
 
@@ -543,6 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     except CapabilityError as exc:
         print(f"erpq: error: {exc}", file=sys.stderr)
         return 2
+    try:  # shell completion: eval "$(register-python-argcomplete erpq)"
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    except ImportError:
+        pass
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = None
@@ -551,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "needs_runtime", True):
             rt = _runtime(args)
         return args.handler(args, rt) or 0
+    except BrokenPipeError:
+        # Piped into head: the reader left. End quietly, as cat does (128 + SIGPIPE).
+        _silence_stdout()
+        return 141
     except ConfigError as exc:
         print(f"erpq: config error: {exc}", file=sys.stderr)
         return 2

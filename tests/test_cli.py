@@ -130,7 +130,7 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     pending = out_json(capsys)
     assert [p["task_name"] for p in pending] == ["CliBoom", "CliEcho"]
     assert pending[0]["args_summary"] == "n=7" and pending[1]["args_summary"] == "1, 2"
-    assert run(cfg, "queue", "work", "--once") == 0
+    assert run(cfg, "queue", "work", "--once") == 1  # CliBoom failed: a script sees it
     assert run(cfg, "queue", "work", "--once") == 0
     capsys.readouterr()
     assert run(cfg, "queue", "failed", "--json") == 0
@@ -149,7 +149,7 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     assert state(cfg)["pending"] == 1
     assert run(cfg, "queue", "retry", str(failed["id"])) == 1  # cannot be retried twice
     assert "already retried" in capsys.readouterr().err
-    assert run(cfg, "queue", "work", "--once") == 0
+    assert run(cfg, "queue", "work", "--once") == 1
     capsys.readouterr()
     assert run(cfg, "queue", "failed", "--json") == 0
     (again,) = out_json(capsys)

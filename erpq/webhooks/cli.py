@@ -76,22 +76,22 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     """Add ``erpq webhook add|list|disable|enable|rotate-secret|redeliver|deliveries``."""
     g = Group(groups, common, "webhook", "webhook subscriptions and deliveries")
     c = g.cmd("add", cmd_add, "subscribe a URL to events (prints the secret once)")
-    c.add_argument("url")
+    c.add_argument("url", help="the https:// (or allowed host) address to POST to")
     c.add_argument("--tenant", required=True, help="slug or id")
     c.add_argument("--event", dest="events", action="append", metavar="NAME",
                    help=f"event to send (repeat or comma-separate; default: all). Known: {', '.join(sorted(events.EVENTS))}")
-    c.add_argument("--description")
+    c.add_argument("--description", help="a note for operators")
     c = g.cmd("list", cmd_list, "subscriptions, with failure counts and why disabled", json=True)
     c.add_argument("--tenant", help="slug or id")
     c = g.cmd("disable", cmd_disable, "stop sending to a subscription")
-    c.add_argument("id", type=int)
-    c.add_argument("--reason")
+    c.add_argument("id", type=int, help="subscription id (erpq webhook list)")
+    c.add_argument("--reason", help="why (shown in webhook list)")
     g.cmd("enable", cmd_enable, "send to a subscription again (resets its failure count)").add_argument(
-        "id", type=int)
+        "id", type=int, help="subscription id (erpq webhook list)")
     g.cmd("rotate-secret", cmd_rotate, "give a subscription a new secret (printed once)").add_argument(
-        "id", type=int)
+        "id", type=int, help="subscription id (erpq webhook list)")
     g.cmd("redeliver", cmd_redeliver, "send a delivery again, same delivery id, full attempts").add_argument(
         "delivery", metavar="DELIVERY_ID", help="msg_... or the row id")
     c = g.cmd("deliveries", cmd_deliveries, "deliveries, newest first", json=True, paged=True)
-    c.add_argument("--status", choices=service.STATUSES)
+    c.add_argument("--status", choices=service.STATUSES, help="only deliveries in this status")
     c.add_argument("--webhook", type=int, help="only this subscription")

@@ -194,6 +194,18 @@ class WebhookOps(OpsSection):
                              f"{'' if len(failing) == 1 else 's'} failing", "erpq webhook deliveries"))
         return out
 
+    def metrics(self) -> list:
+        """Prometheus families (``erpq.metrics``): deliveries by status, subscriptions by state."""
+        subs = self.subscriptions()
+        return [
+            ("webhook_deliveries", "gauge", "Webhook deliveries per status.",
+             [({"status": k}, v) for k, v in self.delivery_counts().items()]),
+            ("webhook_subscriptions", "gauge", "Webhook subscriptions: active, failing, disabled.",
+             [({"state": "active"}, sum(1 for h in subs if h.is_active)),
+              ({"state": "failing"}, sum(1 for h in subs if h.is_active and h.consecutive_failures)),
+              ({"state": "disabled"}, sum(1 for h in subs if not h.is_active))]),
+        ]
+
     def summary(self) -> str:
         """Deliveries per status in one line, for the console panel."""
         counts = self.delivery_counts()
