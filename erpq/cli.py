@@ -380,7 +380,8 @@ def cmd_log(args, rt) -> int:
 def cmd_deploy(args, _rt) -> int:
     from .deploy import render
 
-    print(render(args.kind, config=args.config))
+    print(render(args.kind, config=args.config, split=args.split, workers_procs=args.worker_processes,
+                 user=args.user), end="")
     return 0
 
 
@@ -504,6 +505,10 @@ def _admin_groups(groups, common) -> None:
                           parents=[common])
     c.set_defaults(handler=cmd_deploy, needs_runtime=False)
     c.add_argument("kind", choices=["systemd", "supervisor"], help="which file to print")
+    c.add_argument("--split", action="store_true",
+                   help="one scheduler runner plus worker runners with periodic tasks off")
+    c.add_argument("--worker-processes", type=int, default=2, help="with --split: worker processes (default 2)")
+    c.add_argument("--user", help="run as this (existing) user (default: the user running this command)")
 
     g = Group(groups, common, "bench", "benchmarks against the bare libraries")
     c = g.cmd("queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio",

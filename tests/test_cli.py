@@ -187,10 +187,10 @@ def test_tenants_and_users(cfg, capsys):
 def test_deploy_prints_units_with_this_install(cfg, capsys):
     assert run(cfg, "deploy", "systemd") == 0
     unit = capsys.readouterr().out
-    assert "huey_consumer erpq.tasks.huey" in unit and "KillSignal=SIGINT" in unit
+    assert "queue work --workers 2" in unit and "KillSignal=SIGTERM" in unit
     assert f"ERPQ_CONFIG={Path(cfg).resolve()}" in unit
     assert run(cfg, "deploy", "supervisor") == 0
-    assert "stopsignal=INT" in capsys.readouterr().out
+    assert "stopsignal=TERM" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- bad input changes nothing
