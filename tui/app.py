@@ -489,7 +489,7 @@ class ErpqConsole(App):
 
         lines = ["Everywhere                            action name", ""]
         lines += [row(b) for b in APP_BINDINGS]
-        lines += ["  ctrl+p     Command palette            (every view, panel and action by name)",
+        lines += ["  ctrl+p     Command palette            (views, panels, actions by name)",
                   "  Tab        Next table / widget        (the tab bar never takes focus)", ""]
         lines += ["In every list", ""]
         lines += [row(b) for b in [*KeyedTable.BINDINGS, *View.BINDINGS] if isinstance(b, Binding)]
