@@ -93,8 +93,13 @@ def check_event(name: str) -> str:
     return name
 
 
-def on(name: str = ALL) -> Callable[[Handler], Handler]:
+def on(name: str = ALL, *, batch: bool = False) -> Callable[[Handler], Handler]:
     """Register ``handler(event)`` for event ``name`` (default: every event).
+
+    With ``batch=True`` the handler is called once per fan-out with the list
+    of its events (the events of one commit, or of one sweep) and returns a
+    mapping of event id to result: a handler that can do its work for many
+    events in one transaction should be a batch handler.
 
     Registering the same function again (a module imported twice) is a no-op.
     """
@@ -103,6 +108,7 @@ def on(name: str = ALL) -> Callable[[Handler], Handler]:
 
     def decorator(handler: Handler) -> Handler:
         key = (handler.__module__, handler.__qualname__)
+        handler.erpq_batch = batch  # type: ignore[attr-defined]
         _handlers[:] = [(n, h) for n, h in _handlers
                         if not (n == name and (h.__module__, h.__qualname__) == key)]
         _handlers.append((name, handler))
@@ -139,8 +145,9 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
     """Announce event ``name`` for ``tenant`` (an id, a Tenant row or a slug).
 
     With ``session``: the event is written in that session's transaction and
-    fanned out after it commits; returns the outbox id. Without: written,
-    committed and fanned out now; returns each handler's result by handler name.
+    fanned out after it commits; returns the outbox row (its id is set when the
+    session next flushes). Without: written, committed and fanned out now;
+    returns each handler's result by handler name.
     """
     from .models import EventOutbox
     from .runtime.registry import load_capabilities
@@ -151,14 +158,14 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
     tenant_id = _tenant_id(tenant, session)
     if session is not None:
         row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
-        session.add(row)
-        session.flush()
+        session.add(row)  # flushed with the caller's own rows: no extra round trip per event
         if not session.info.get("erpq_outbox_listening"):
             session.info["erpq_outbox_listening"] = True
+            sa_event.listen(session, "after_flush_postexec", _after_flush)
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
-        session.info.setdefault("erpq_outbox", []).append(row.id)
-        return row.id
+        session.info.setdefault("erpq_outbox_rows", []).append(row)
+        return row
     return emit_now(name, payload, tenant_id)[1]
 
 
@@ -181,6 +188,15 @@ def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[in
     return event_id, dispatch(rt, event_id, raise_errors=True) or {}
 
 
+def _after_flush(session: Any, _context: Any) -> None:
+    """Outbox rows get their ids when flushed: note them for the fan-out after commit."""
+    rows = session.info.get("erpq_outbox_rows")
+    if rows:
+        ids = session.info.setdefault("erpq_outbox", [])
+        ids.extend(r.id for r in rows if r.id is not None)
+        rows[:] = [r for r in rows if r.id is None]
+
+
 def _after_commit(session: Any) -> None:
     if session.in_nested_transaction():  # a savepoint was released; the real commit is still to come
         return
@@ -198,6 +214,7 @@ def _after_commit(session: Any) -> None:
 def _after_rollback(session: Any, previous_transaction: Any) -> None:
     if previous_transaction.parent is None or not session.in_transaction():
         session.info.pop("erpq_outbox", None)
+        session.info.pop("erpq_outbox_rows", None)
 
 
 def dispatch(rt: Any, event_id: int, raise_errors: bool = False) -> dict[str, Any] | None:
@@ -234,25 +251,43 @@ def dispatch_many(rt: Any, event_ids: list[int], raise_errors: bool = False) -> 
     if not rows:
         return {}
     results: dict[int, dict[str, Any]] = {}
-    failed: dict[int, tuple[str, int]] = {}
-    first_error: EmitError | None = None
-    for event_id, name, payload, tenant_id, created_at, attempts in rows:
-        event = Event(name=name, payload=dict(payload or {}), tenant_id=tenant_id, id=str(event_id),
-                      occurred_at=created_at)
-        out: dict[str, Any] = {}
-        errors: dict[str, BaseException] = {}
-        for handler in handlers_for(name):
+    errors: dict[int, dict[str, BaseException]] = {}
+    evs = [Event(name=name, payload=dict(payload or {}), tenant_id=tenant_id, id=str(event_id),
+                 occurred_at=created_at) for event_id, name, payload, tenant_id, created_at, _ in rows]
+    for event in evs:
+        out = results.setdefault(int(event.id), {})
+        for handler in handlers_for(event.name):
+            if getattr(handler, "erpq_batch", False):
+                continue
             label = f"{handler.__module__}.{handler.__qualname__}"
             try:
                 out[label] = handler(event)
             except Exception as exc:  # one failing handler must not starve the others
-                log.exception("event %s %s: handler %s failed", name, event_id, label)
-                errors[label] = exc
-        results[event_id] = out
-        if errors:
-            label, exc = next(iter(errors.items()))
-            failed[event_id] = (f"{label}: {type(exc).__name__}: {exc}"[:4000], attempts)
-            first_error = first_error or EmitError(name, errors)
+                log.exception("event %s %s: handler %s failed", event.name, event.id, label)
+                errors.setdefault(int(event.id), {})[label] = exc
+    for name, handler in list(_handlers):
+        if not getattr(handler, "erpq_batch", False):
+            continue
+        mine = [e for e in evs if name in (ALL, e.name)]
+        if not mine:
+            continue
+        label = f"{handler.__module__}.{handler.__qualname__}"
+        try:
+            got = handler(mine) or {}
+            for e in mine:
+                results[int(e.id)][label] = got.get(e.id)
+        except Exception as exc:
+            log.exception("events %s..: batch handler %s failed", mine[0].id, label)
+            for e in mine:
+                errors.setdefault(int(e.id), {})[label] = exc
+    failed: dict[int, tuple[str, int]] = {}
+    first_error: EmitError | None = None
+    attempts_of = {r[0]: r[5] for r in rows}
+    names = {int(e.id): e.name for e in evs}
+    for event_id, errs in errors.items():
+        label, exc = next(iter(errs.items()))
+        failed[event_id] = (f"{label}: {type(exc).__name__}: {exc}"[:4000], attempts_of[event_id])
+        first_error = first_error or EmitError(names[event_id], errs)
     done = [r[0] for r in rows if r[0] not in failed]
     with rt.session() as s:
         if done:

@@ -47,10 +47,10 @@ def test_an_event_in_a_rolled_back_transaction_announces_nothing(runtime, seen):
 def test_an_event_is_fanned_out_once_after_commit_with_its_outbox_id(runtime, seen):
     tenant = add_tenant(runtime)
     with runtime.session() as s:
-        event_id = events.emit("deal.created", {"id": 2}, tenant, session=s)
+        written = events.emit("deal.created", {"id": 2}, tenant, session=s)
         assert seen == []  # not before the commit
     (row,) = outbox(runtime)
-    assert [e.id for e in seen] == [str(event_id)] == [str(row.id)]
+    assert [e.id for e in seen] == [str(written.id)] == [str(row.id)]
     assert row.status == "done" and row.attempts == 1 and row.dispatched_at is not None
     assert events.sweep(runtime) == 0 and len(seen) == 1
 
