@@ -89,6 +89,9 @@ class ErpqConsole(App):
     # erpq's commands only: no second Quit, no theme or screenshot commands.
     COMMANDS: ClassVar = {ConsoleCommands}
     ENABLE_COMMAND_PALETTE = True
+    # The console focuses the visible view itself; Textual's auto-focus would pick
+    # the first table and switch the tabs back to it (a TabPane takes the focus).
+    AUTO_FOCUS = None
 
     def __init__(self, ops: Any, settings: Any, *, mode: str = "attached", clock: Clock | None = None,
                  poll: bool = True, install_signals: bool = False, tune_gc: bool = False) -> None:

@@ -37,6 +37,7 @@ class PanelBrowser(Horizontal):
         super().__init__(**kwargs)
         self.groups = groups
         self.keys = [v.KEY for _, views in groups for v in views]
+        self._wanted: str | None = None  # a panel asked for before mounting
 
     def compose(self) -> ComposeResult:
         options: list[Option] = []
@@ -51,7 +52,7 @@ class PanelBrowser(Horizontal):
 
     def on_mount(self) -> None:
         if self.keys:
-            self.select(self.keys[0], focus=False)
+            self.call_after_refresh(lambda: self.select(self._wanted or self.keys[0], focus=False))
 
     @property
     def current(self) -> str | None:
@@ -60,6 +61,7 @@ class PanelBrowser(Horizontal):
 
     def select(self, key: str, focus: bool = True) -> None:
         """Show panel ``key`` (and highlight it in the list)."""
+        self._wanted = key
         options = self.query_one(PanelList)
         index = options.get_option_index(key)
         if options.highlighted != index:
