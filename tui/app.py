@@ -180,8 +180,14 @@ class ErpqConsole(App):
         if self.polling_enabled:
             self.set_interval(self.settings.console.poll_s, self.poll_now)
             self.set_interval(1.0, self._tick)
-        self.call_after_refresh(lambda: self.active_view.focus_main())
+        self.call_after_refresh(self._focus_initial)
         self.poll_now()
+
+    def _focus_initial(self) -> None:
+        if self.focused is None:
+            self.active_view.focus_main()
+            if self.focused is None:  # not displayed yet: try again after the next refresh
+                self.call_after_refresh(self._focus_initial)
 
     def now(self) -> dt.datetime:
         return self.clock() if self.clock else dt.datetime.now(dt.UTC)
