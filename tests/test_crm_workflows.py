@@ -72,6 +72,37 @@ def test_matching_and_non_matching_condition_and_each_action(crm, smtp_server):
     assert len(fired) == 1 and fired[0].payload["data"] == {"k": 1}
 
 
+def test_update_field_value_email_to_and_webhook_data_are_templates(crm, smtp_server):
+    rt, t, ann = crm
+    load(rt, t, {**WON, "actions": [
+        {"type": "update_field", "field": "stage", "value": "won: {{ record.title }}"},
+        {"type": "email", "to": "{{ record.title | lower }}@example.com", "subject": "Hi", "body": "b"},
+        {"type": "webhook", "data": {"deal": "{{ record.title }}", "tags": ["{{ workflow }}", 7],
+                                     "n": 1}},
+    ]})
+    won(rt, deal(rt, t, ann, amount=5000, title="Bob"))
+    drain(rt)
+    (run,) = rows(rt, WorkflowRun)
+    assert run.status == "completed" and run.steps_done == 3
+    assert rows(rt, Deal)[0].stage == "won: Bob"
+    smtp_server.wait_for(1)
+    assert [m.rcpt_tos for m in smtp_server.messages if m.message["Subject"] == "Hi"] == [["bob@example.com"]]
+    (fired,) = [e for e in rows(rt, EventOutbox) if e.name == "workflow.fired"]
+    assert fired.payload["data"] == {"deal": "Bob", "tags": ["won", 7], "n": 1}
+
+
+def test_templates_run_in_the_sandbox(crm):
+    rt, t, ann = crm
+    load(rt, t, {**WON, "actions": [
+        {"type": "update_field", "field": "stage", "value": "{{ record.__class__.__mro__ }}"}]})
+    won(rt, deal(rt, t, ann, amount=5000))
+    drain(rt)  # the job fails (and is retried later); the run says why
+    (run,) = rows(rt, WorkflowRun)
+    assert run.status == "failed" and run.error.startswith("step 1 (update_field): TemplateError")
+    assert "refused by sandbox" in run.error
+    assert rows(rt, Deal)[0].stage is None
+
+
 def test_wait_resumes_by_its_eta_job_and_by_the_sweep_after_a_restart(crm, smtp_server):
     rt, t, ann = crm
     load(rt, t, {**WON, "actions": [{"type": "wait", "minutes": 10},
@@ -140,6 +171,11 @@ def test_loop_guard_cuts_a_workflow_that_retriggers_itself(crm):
      "workflow 'a' step 1 (email): field 'body': required"),
     ({"name": "a", "trigger": "deal.created", "actions": [{"type": "notify", "title": "{{ x "}]},
      "workflow 'a' step 1 (notify): field 'title': template error"),
+    ({"name": "a", "trigger": "deal.created", "actions": [{"type": "webhook", "data": {"x": ["{% if %}"]}}]},
+     "workflow 'a' step 1 (webhook): field 'data': template error"),
+    ({"name": "a", "trigger": "deal.created",
+      "actions": [{"type": "email", "to": "{{ a", "subject": "s", "body": "b"}]},
+     "workflow 'a' step 1 (email): field 'to': template error"),
     ({"name": "a", "trigger": "deal.created", "actions": [{"type": "wait"}]},
      "workflow 'a' step 1 (wait): field 'seconds': give a positive"),
     ({"name": "a", "trigger": "deal.created", "conditions": [{"field": "x", "op": "like", "value": 1}],

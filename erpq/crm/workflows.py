@@ -122,10 +122,10 @@ def validate(w: Any, index: int = 1) -> dict[str, Any]:
         for key in a:
             if key != "type" and key not in required + optional:
                 raise WorkflowError(f"{sw}: field '{key}': unknown (fields: {', '.join(required + optional)})")
-        for key in ("title", "body", "subject"):
-            if isinstance(a.get(key), str):
+        for key in ("title", "body", "subject", "to", "value", "data"):
+            for text in _strings(a.get(key)):
                 try:
-                    mailer.check_template(a[key])
+                    mailer.check_template(text)
                 except mailer.TemplateError as exc:
                     raise WorkflowError(f"{sw}: field '{key}': template error: {exc}") from None
         if kind == "wait":
@@ -138,6 +138,17 @@ def validate(w: Any, index: int = 1) -> dict[str, Any]:
                 raise WorkflowError(f"{sw}: field 'event': {exc}") from None
     return {"name": name.strip(), "trigger": trigger, "match": match, "conditions": conditions,
             "actions": actions, "active": bool(w.get("active", True))}
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a value (templates may sit anywhere in a webhook's data)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    return []
 
 
 def wait_seconds(a: dict[str, Any]) -> float:
