@@ -224,8 +224,9 @@ def notifications(s: Session, user_id: int | None = None, unread: bool = False, 
     if unread:
         q = q.where(Notification.read_at.is_(None))
     if search:
-        like = f"%{search}%"
-        q = q.where(sa.or_(Notification.title.like(like), Notification.kind.like(like)))
+        from ..ops.base import text_search
+
+        q = q.where(text_search((Notification.title, Notification.kind, User.name), search))
     total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
     rows = s.execute(q.order_by(Notification.id.desc()).offset(offset).limit(limit)).all()
     return [(n, name) for n, name in rows], total

@@ -526,7 +526,9 @@ def runs(s: Any, offset: int = 0, limit: int = 50, search: str | None = None, st
     if status:
         q = q.where(WorkflowRun.status == status)
     if search:
-        q = q.where(sa.or_(Workflow.name.like(f"%{search}%"), WorkflowRun.error.like(f"%{search}%")))
+        from ..ops.base import text_search
+
+        q = q.where(text_search((Workflow.name, WorkflowRun.event, WorkflowRun.status, WorkflowRun.error), search))
     total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
     return [tuple(r) for r in s.execute(q.order_by(WorkflowRun.id.desc()).offset(offset).limit(limit))], total
 
