@@ -208,3 +208,19 @@ def test_workflow_cli_load_runs_show(crm, tmp_path, capsys):
     assert "step 1 notify: done" in capsys.readouterr().out
     page = __import__("erpq.ops", fromlist=["Ops"]).Ops(rt).crm.due_activities()
     assert page.total == 0
+
+
+def test_a_second_fan_out_of_the_same_event_starts_nothing(crm):
+    from erpq import events
+
+    rt, t, ann = crm
+    load(rt, t, {**WON, "name": "a", "actions": [{"type": "notify", "title": "a"}]},
+         {**WON, "name": "b", "actions": [{"type": "notify", "title": "b"}]})
+    d = deal(rt, t, ann, amount=5000)
+    won(rt, d)
+    (outbox,) = [e for e in rows(rt, EventOutbox) if e.name == "deal.status_changed"]
+    assert len(rows(rt, WorkflowRun)) == 2
+    again = events.Event("deal.status_changed", outbox.payload, t, id=outbox.id)
+    assert workflows.WorkflowEngine(rt).trigger(again) == []  # e.g. the sweep after a crash mid fan-out
+    drain(rt)
+    assert sorted(n.title for n in rows(rt, Notification) if n.kind == "workflow") == ["a", "b"]

@@ -240,26 +240,30 @@ class WorkflowEngine:
             flows = s.scalars(sa.select(Workflow).where(Workflow.tenant_id == event.tenant_id,
                                                         Workflow.trigger_event == event.name,
                                                         Workflow.is_active.is_(True)).order_by(Workflow.id)).all()
-            for wf in flows:
-                if not matches(wf.conditions, wf.match, record):
-                    continue
-                run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name, record=record,
-                                  event_key=str(event.id), depth=depth, steps_done=0, steps=[])
-                if depth >= limit:
-                    run.status, run.finished_at = "cut", utcnow()
-                    run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
-                                 f"(crm.workflow_max_depth={limit}); not run")
-                try:
-                    with s.begin_nested():
+            matching = [wf for wf in flows if matches(wf.conditions, wf.match, record)]
+            if not matching:
+                return started
+            try:
+                # one savepoint for the event: its runs commit together, so a second fan-out
+                # of the same event (unique workflow + event key) finds them all and starts none
+                with s.begin_nested():
+                    for wf in matching:
+                        run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name,
+                                          record=record, event_key=str(event.id), depth=depth, steps_done=0,
+                                          steps=[])
+                        if depth >= limit:
+                            run.status, run.finished_at = "cut", utcnow()
+                            run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
+                                         f"(crm.workflow_max_depth={limit}); not run")
                         s.add(run)
                         s.flush()
                         if run.status != "cut":
                             s.add(WorkflowInstance(tenant_id=wf.tenant_id, run_id=run.id, next_action=0,
                                                    status="pending", state={}))
-                            s.flush()
                             started.append(run.id)
-                except IntegrityError:  # this event already started this workflow
-                    continue
+                    s.flush()
+            except IntegrityError:  # this event already started its workflows
+                return []
         for run_id in started:
             rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=event.tenant_id)
         return started
@@ -334,11 +338,13 @@ def execute_run(rt: Any, run_id: int, now: dt.datetime | None = None) -> str:
                 # database steps, in the open transaction
                 while step < len(actions) and actions[step]["type"] not in _OUTSIDE:
                     kind = actions[step]["type"]
-                    _db_action(s, rt, kind, actions[step], ctx, record, tenant_id, run_id, step, depth)
                     log = _logged(log, step, kind, "done")
                     finished_here = step + 1 == len(actions)
+                    # the step is ours (next_action still points at it) before its effect is written;
+                    # both commit together or not at all
                     if not _advance(s, run_id, step, log=log, finished=finished_here):
                         raise _TakenOver
+                    _db_action(s, rt, kind, actions[step], ctx, record, tenant_id, run_id, step, depth)
                     step += 1
                 if step >= len(actions):
                     if not finished_here:  # e.g. resumed after a final wait
@@ -453,7 +459,8 @@ def _db_action(s: Any, rt: Any, kind: str, action: dict[str, Any], ctx: dict[str
         if uid is not None:
             service.notify(s, tenant_id, uid, "workflow", mailer.render(action["title"], ctx),
                            mailer.render(action["body"], ctx) if action.get("body") else None,
-                           {"run_id": run_id, "step": step + 1, "record_id": record.get("id")}, key)
+                           {"run_id": run_id, "step": step + 1, "record_id": record.get("id")}, key,
+                           known_new=True)  # the step's own key, recorded in this transaction
     elif kind == "create_activity":
         values = {"subject": mailer.render(action["subject"], ctx), "type": action.get("type", "task")}
         if action.get("due_in_minutes") is not None:
