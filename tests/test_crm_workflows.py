@@ -197,7 +197,16 @@ def test_workflow_cli_load_runs_show(crm, tmp_path, capsys):
     path = tmp_path / "wf.toml"
     path.write_text('[[workflow]]\nname = "won"\ntrigger = "deal.status_changed"\n'
                     '[[workflow.actions]]\ntype = "notify"\ntitle = "Won {{ record.title }}"\n')
+    assert cli(rt, "workflow", "load", str(path), "--tenant", "acme", "--json") == 0
+    (loaded,) = json.loads(capsys.readouterr().out)
+    assert (loaded["name"], loaded["trigger_event"], loaded["is_active"]) == ("won", "deal.status_changed", True)
+    assert loaded["actions"] == [{"type": "notify", "title": "Won {{ record.title }}"}]
     assert cli(rt, "workflow", "load", str(path), "--tenant", "acme") == 0
+    assert capsys.readouterr().out == "Loaded 1 workflow(s): won\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "trigger": "deal.created", "actions": [{"type": "notify"}]}')
+    with pytest.raises(Exception, match=r"^workflow 'x' step 1 \(notify\): field 'title': required$"):
+        cli(rt, "workflow", "load", str(bad), "--tenant", "acme", "--json")
     won(rt, deal(rt, t, ann))
     drain(rt)
     capsys.readouterr()

@@ -64,6 +64,9 @@ def cmd_notifications_list(args, rt) -> int:
 
 def cmd_notifications_read(args, rt) -> int:
     n = _crm(args, rt).mark_read(args.id)
+    if args.json:
+        print_json(n.to_dict())
+        return 0
     print(f"Notification {n.id} read")
     return 0
 
@@ -90,7 +93,7 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     c = g.cmd("list", cmd_notifications_list, "notifications, newest first", json=True, paged=True)
     c.add_argument("--user", type=int, help="only this user's (user id)")
     c.add_argument("--unread", action="store_true", help="only unread ones")
-    g.cmd("read", cmd_notifications_read, "mark a notification read").add_argument(
+    g.cmd("read", cmd_notifications_read, "mark a notification read", json=True).add_argument(
         "id", type=int, help="the notification id")
 
     from .workflow_cli import register_workflow
