@@ -186,3 +186,23 @@ def test_resume_run_is_audited_refused_read_only_and_runs_the_rest(runtime):
     Ops(runtime).crm.resume_run(ids["failed"])
     drain(runtime)
     assert rows(runtime, WorkflowRun, WorkflowRun.id == ids["failed"])[0].status == "completed"
+
+
+def test_cli_activity_due_and_notification_counts(runtime, capsys):
+    import json
+
+    from test_crm_records import cli
+
+    t = add_tenant(runtime)
+    ann, bob = add_user(runtime, t, "Ann"), add_user(runtime, t, "Bob")
+    add_activities(runtime, t, ann, bob)
+    with runtime.session() as s:
+        service.notify(s, t, ann, "reminder", "Call", None, None, "r1")
+    capsys.readouterr()
+    assert cli(runtime, "activity", "due", "--json", "--search", "call") == 0
+    due = json.loads(capsys.readouterr().out)
+    assert [(a["subject"], a["reminder"]) for a in due] == [("Call ACME", "pending"), ("call back", "claimed")]
+    assert cli(runtime, "activity", "due", "--within", "240", "--limit", "1", "--offset", "3") == 0
+    assert "Call later" in capsys.readouterr().out
+    assert cli(runtime, "notifications", "counts", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"total": 1, "unread": 1}
