@@ -159,14 +159,50 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
     if session is not None:
         row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
         session.add(row)  # flushed with the caller's own rows: no extra round trip per event
-        if not session.info.get("erpq_outbox_listening"):
-            session.info["erpq_outbox_listening"] = True
-            sa_event.listen(session, "after_flush_postexec", _after_flush)
-            sa_event.listen(session, "after_commit", _after_commit)
-            sa_event.listen(session, "after_soft_rollback", _after_rollback)
+        _listen(session)
         session.info.setdefault("erpq_outbox_rows", []).append(row)
         return row
     return emit_now(name, payload, tenant_id)[1]
+
+
+def emit_many(items: list[tuple[str, dict[str, Any] | None, Any]], *, session: Any) -> list[int]:
+    """Announce many events in ``session``'s transaction at once: ``items`` are
+    ``(name, payload, tenant_id)``. The outbox rows are written now with one
+    executemany INSERT (ids read back in order); they are fanned out together
+    after the transaction commits, exactly as with ``emit(..., session=s)``.
+    Every item is checked before anything is written. Returns the outbox ids."""
+    import sqlalchemy as sa
+
+    from .models import EventOutbox
+    from .runtime.registry import load_capabilities
+
+    if session is None:
+        raise TypeError("emit_many needs the caller's session")
+    load_capabilities()
+    rows = []
+    for name, payload, tenant in items:
+        check_event(name)
+        rows.append({"name": name, "tenant_id": _tenant_id(tenant, session), "payload": check_payload(name, payload),
+                     "status": "pending", "attempts": 0})
+    if not rows:
+        return []
+    table = EventOutbox.__table__
+    if session.get_bind().dialect.insert_executemany_returning_sort_by_parameter_order:
+        ids = list(session.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                   rows).scalars())
+    else:  # no ordered RETURNING for executemany on this backend: one row at a time
+        ids = [session.execute(sa.insert(table), row).inserted_primary_key[0] for row in rows]
+    _listen(session)
+    session.info.setdefault("erpq_outbox", []).extend(ids)
+    return ids
+
+
+def _listen(session: Any) -> None:
+    if not session.info.get("erpq_outbox_listening"):
+        session.info["erpq_outbox_listening"] = True
+        sa_event.listen(session, "after_flush_postexec", _after_flush)
+        sa_event.listen(session, "after_commit", _after_commit)
+        sa_event.listen(session, "after_soft_rollback", _after_rollback)
 
 
 def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[int, dict[str, Any]]:
