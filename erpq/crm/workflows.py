@@ -5,8 +5,9 @@ A workflow has a trigger event, conditions on the event's record (``match``
 ``create_activity``, ``update_field``, ``webhook`` (emits ``workflow.fired``,
 which webhook subscriptions receive) and ``wait`` (then continue).
 
-``WorkflowEngine.trigger(event)`` (an event handler for every event) writes one
-run and one instance per matching active workflow (unique per workflow and
+``WorkflowEngine.trigger(event)`` (``trigger_many``: a batch handler for every
+event, one read of the workflows per fan-out) writes one run and one instance
+per matching active workflow (unique per workflow and
 event outbox id, so a re-run fan-out starts nothing twice) and enqueues
 ``ExecuteWorkflowJob``. The job claims the instance (one conditional UPDATE),
 then runs the steps from ``next_action``: a database step commits its effect
@@ -231,47 +232,74 @@ class WorkflowEngine:
 
     def trigger(self, event: events.Event) -> list[int]:
         """Start every active matching workflow of the event's tenant; returns the run ids enqueued."""
+        return self.trigger_many([event])[event.id]
+
+    def trigger_many(self, batch: list[events.Event]) -> dict[str, list[int]]:
+        """``trigger`` for the events of one fan-out: one read of the active workflows of the
+        tenants and events involved; an event no workflow matches costs no write. Returns the run
+        ids enqueued per event id."""
         rt = self.rt
+        out: dict[str, list[int]] = {e.id: [] for e in batch}
+        if not batch:
+            return out
+        W = Workflow
+        with rt.read_session() as s:
+            flows = s.execute(sa.select(W.id, W.tenant_id, W.trigger_event, W.conditions, W.match)
+                              .where(W.tenant_id.in_({e.tenant_id for e in batch}),
+                                     W.trigger_event.in_({e.name for e in batch}), W.is_active.is_(True))
+                              .order_by(W.id)).all()
+        if not flows:  # most events trigger nothing: no write transaction then
+            return out
+        by_key: dict[tuple[int, str], list[Any]] = {}
+        for wf in flows:
+            by_key.setdefault((wf.tenant_id, wf.trigger_event), []).append(wf)
+        todo = [(e, matching) for e in batch
+                if (matching := [wf for wf in by_key.get((e.tenant_id, e.name), ())
+                                 if matches(wf.conditions, wf.match, e.payload)])]
+        if not todo:
+            return out
+        limit = rt.settings.crm.workflow_max_depth
+        with rt.session() as s:
+            for event, matching in todo:
+                out[event.id] = self._start(s, event, matching, limit)
+        for event, _ in todo:
+            for run_id in out[event.id]:
+                rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=event.tenant_id)
+        return out
+
+    @staticmethod
+    def _start(s: Any, event: events.Event, matching: list[Any], limit: int) -> list[int]:
+        """Write the runs (and instances) of one event's matching workflows; the run ids to enqueue."""
         record = event.payload
         depth = int(record.get("_depth") or 0)
-        limit = rt.settings.crm.workflow_max_depth
         started: list[int] = []
-        with rt.session() as s:
-            flows = s.scalars(sa.select(Workflow).where(Workflow.tenant_id == event.tenant_id,
-                                                        Workflow.trigger_event == event.name,
-                                                        Workflow.is_active.is_(True)).order_by(Workflow.id)).all()
-            matching = [wf for wf in flows if matches(wf.conditions, wf.match, record)]
-            if not matching:
-                return started
-            try:
-                # one savepoint for the event: its runs commit together, so a second fan-out
-                # of the same event (unique workflow + event key) finds them all and starts none
-                with s.begin_nested():
-                    for wf in matching:
-                        run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name,
-                                          record=record, event_key=str(event.id), depth=depth, steps_done=0,
-                                          steps=[])
-                        if depth >= limit:
-                            run.status, run.finished_at = "cut", utcnow()
-                            run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
-                                         f"(crm.workflow_max_depth={limit}); not run")
-                        s.add(run)
-                        s.flush()
-                        if run.status != "cut":
-                            s.add(WorkflowInstance(tenant_id=wf.tenant_id, run_id=run.id, next_action=0,
-                                                   status="pending", state={}))
-                            started.append(run.id)
+        try:
+            # one savepoint for the event: its runs commit together, so a second fan-out
+            # of the same event (unique workflow + event key) finds them all and starts none
+            with s.begin_nested():
+                for wf in matching:
+                    run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name,
+                                      record=record, event_key=str(event.id), depth=depth, steps_done=0,
+                                      steps=[])
+                    if depth >= limit:
+                        run.status, run.finished_at = "cut", utcnow()
+                        run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
+                                     f"(crm.workflow_max_depth={limit}); not run")
+                    s.add(run)
                     s.flush()
-            except IntegrityError:  # this event already started its workflows
-                return []
-        for run_id in started:
-            rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=event.tenant_id)
+                    if run.status != "cut":
+                        s.add(WorkflowInstance(tenant_id=wf.tenant_id, run_id=run.id, next_action=0,
+                                               status="pending", state={}))
+                        started.append(run.id)
+                s.flush()
+        except IntegrityError:  # this event already started its workflows
+            return []
         return started
 
 
-@events.on()
-def start_workflows(event: events.Event) -> list[int]:
-    return WorkflowEngine().trigger(event)
+@events.on(batch=True)
+def start_workflows(batch: list[events.Event]) -> dict[str, list[int]]:
+    return WorkflowEngine().trigger_many(batch)
 
 
 @CAPABILITY.job("ExecuteWorkflowJob", retries=5, retry_delay=30, retry_backoff=2)
