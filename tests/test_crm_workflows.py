@@ -233,3 +233,26 @@ def test_a_second_fan_out_of_the_same_event_starts_nothing(crm):
     assert workflows.WorkflowEngine(rt).trigger(again) == []  # e.g. the sweep after a crash mid fan-out
     drain(rt)
     assert sorted(n.title for n in rows(rt, Notification) if n.kind == "workflow") == ["a", "b"]
+
+
+def test_one_fan_out_of_many_events_reads_workflows_once_and_starts_only_the_matching(crm):
+    from erpq import events
+
+    rt, t, ann = crm
+    other = add_tenant(rt, "globex")
+    load(rt, t, {**WON, "actions": [{"type": "notify", "title": "won {{ record.title }}"}]})
+    payload = {"new_status": "won", "amount": 5000, "assigned_to": ann, "title": "Big"}
+    batch = [events.Event("deal.status_changed", payload, t, id="901"),  # matches
+             events.Event("deal.status_changed", {**payload, "amount": 10}, t, id="902"),  # condition fails
+             events.Event("deal.status_changed", payload, other, id="903"),  # tenant without workflows
+             events.Event("deal.created", payload, t, id="904")]  # no workflow listens
+    started = workflows.WorkflowEngine(rt).trigger_many(batch)
+    (run,) = rows(rt, WorkflowRun)
+    assert started == {"901": [run.id], "902": [], "903": [], "904": []}
+    assert (run.event_key, run.tenant_id) == ("901", t)
+    assert workflows.WorkflowEngine(rt).trigger_many(batch) == {"901": [], "902": [], "903": [], "904": []}
+    drain(rt)
+    assert [n.title for n in rows(rt, Notification) if n.kind == "workflow"] == ["won Big"]
+    # nothing to start: no write at all
+    assert workflows.WorkflowEngine(rt).trigger_many(batch[1:]) == {"902": [], "903": [], "904": []}
+    assert len(rows(rt, WorkflowRun)) == 1
