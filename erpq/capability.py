@@ -79,6 +79,8 @@ class PanelSpec:
     #: One line shown above the table; may use the counts a ``summary`` Ops method returns.
     summary: str = ""
     view: str = ""
+    #: Place among the console's tabs (core views are 10, 20, 30, 50, 60, 70).
+    order: int = 100
 
 
 @dataclass

@@ -498,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default: $ERPQ_CONFIG, ./config.toml, built-in defaults)")
+    common.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                        help="refuse every action (look without touching)")
     p = argparse.ArgumentParser(prog="erpq", parents=[common],
                                 description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
     p.add_argument("--version", action="version", version=f"erpq {_version()}")

@@ -26,6 +26,8 @@ def _cell(value: Any) -> str:
         return f"{value:.3f}" if value < 100 else f"{value:.0f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
     text = str(value).replace("\n", " ")
     return text if len(text) <= 60 else text[:59] + "…"
 
@@ -74,7 +76,7 @@ def ops_for(args: Any, rt: Any):
 
     ops = getattr(rt, "_cli_ops", None)
     if ops is None:
-        ops = rt._cli_ops = Ops(rt, Actor.detect("cli"))
+        ops = rt._cli_ops = Ops(rt, Actor.detect("cli"), read_only=bool(getattr(args, "read_only", False)))
     return ops
 
 

@@ -159,15 +159,26 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
         pending.append(row.id)
         return row.id
-    from .runtime import current
+    return emit_now(name, payload, tenant_id)[1]
 
+
+def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[int, dict[str, Any]]:
+    """Write event ``name`` to the outbox, commit, fan it out now; returns (outbox id, handler results)."""
+    from .models import EventOutbox
+    from .runtime import current
+    from .runtime.registry import load_capabilities
+
+    load_capabilities()
+    check_event(name)
+    payload = check_payload(name, payload)
     rt = current()
     with rt.session() as s:
-        row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
+        row = EventOutbox(name=name, tenant_id=_tenant_id(tenant, s), payload=payload, status="pending",
+                          attempts=0)
         s.add(row)
         s.flush()
         event_id = row.id
-    return dispatch(rt, event_id, raise_errors=True) or {}
+    return event_id, dispatch(rt, event_id, raise_errors=True) or {}
 
 
 def _after_commit(session: Any) -> None:

@@ -7,11 +7,11 @@ import datetime as dt
 from typing import Any
 
 from erpq.config import from_dict
+from erpq.health.ops import HealthInfo
 from erpq.ops import (
     BatchInfo,
     FailedInfo,
     FailureCluster,
-    HealthInfo,
     JobInfo,
     LockInfo,
     Page,
@@ -19,6 +19,7 @@ from erpq.ops import (
     RunnerInfo,
     ScheduleEntry,
 )
+from erpq.webhooks.ops import DeliveryInfo
 
 NOW = dt.datetime(2024, 5, 6, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -43,6 +44,7 @@ class FakeOps:
     def __init__(self, read_only: bool = False) -> None:
         self.read_only = read_only
         self.settings = from_dict({}, source="<fake>")
+        self.sections: dict[str, Any] = {"health": FakeHealth(), "webhooks": FakeWebhooks()}
 
     def queue_counts(self) -> dict[str, int]:
         return {"pending": 100_000, "scheduled": 2, "running": 1, "failed": 3}
@@ -152,7 +154,23 @@ class FakeOps:
                 LockInfo("periodic:crm:sync-email-accounts", "ops-2:99:def456", "r3", at(-900), at(-780), 900.0,
                          True)]
 
-    def health_thresholds(self) -> dict[str, tuple[float, float]]:
+    def section(self, name: str) -> Any:
+        return self.sections[name]
+
+    def section_names(self) -> list[str]:
+        return sorted(self.sections)
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(name)
+
+
+class FakeHealth:
+    """``ops.health`` with fixed readings."""
+
+    def thresholds(self) -> dict[str, tuple[float, float]]:
         return {"cpu": (80, 95), "memory": (80, 95), "disk": (80, 95), "db_connections": (80, 150),
                 "queue": (1000, 10000), "failed_per_hour": (10, 100)}
 
@@ -160,24 +178,57 @@ class FakeOps:
         return HealthInfo(tenant_id, slug, at(-60 * k), "ok" if k % 3 else "warning", 20.0 + k * 3, 61.0 + k,
                           45.0, 12, 100 + k * 10, 2, k, None)
 
-    def health_latest(self) -> list[HealthInfo]:
+    def latest(self) -> list[HealthInfo]:
         return [self._health(None, "host", 0), self._health(1, "acme", 1), self._health(2, "globex", 2)]
 
-    def health_history(self, tenant_id: int | None = None, limit: int = 60) -> list[HealthInfo]:
+    def history(self, tenant_id: int | None = None, limit: int = 60) -> list[HealthInfo]:
         return [self._health(tenant_id, "host", k) for k in range(12, -1, -1)]
+
+
+class FakeWebhooks:
+    """``ops.webhooks`` with fixed deliveries."""
+
+    def deliveries(self, offset: int = 0, limit: int = 50, status: str | None = None,
+                   webhook_id: int | None = None, search: str | None = None) -> Page:
+        items = [DeliveryInfo(i, f"msg_{i:032x}", 1, 1, "deal.created", "delivered" if i % 4 else "failed",
+                              1 if i % 4 else 3, 200 if i % 4 else 503, None if i % 4 else "HTTP 503", 12.0,
+                              None if i % 4 else at(300), at(-60 * i) if i % 4 else None, at(-60 * i))
+                 for i in range(1, 9)]
+        return Page(items[offset: offset + limit], len(items), offset, limit)
+
+    def summary(self) -> str:
+        return "delivered 6, failed 2"
+
+    def redeliver(self, ref: str | int) -> Any:
+        return None
+
+
+class EmptyHealth(FakeHealth):
+    def latest(self) -> list[HealthInfo]:
+        return []
+
+    def history(self, tenant_id: int | None = None, limit: int = 60) -> list[HealthInfo]:
+        return []
+
+
+class EmptyWebhooks(FakeWebhooks):
+    def deliveries(self, offset: int = 0, limit: int = 50, status: str | None = None,
+                   webhook_id: int | None = None, search: str | None = None) -> Page:
+        return Page([], 0, offset, limit)
+
+    def summary(self) -> str:
+        return "none"
 
 
 class EmptyOps(FakeOps):
     """No data at all: a fresh install."""
 
+    def __init__(self, read_only: bool = False) -> None:
+        super().__init__(read_only)
+        self.sections = {"health": EmptyHealth(), "webhooks": EmptyWebhooks()}
+
     def queue_counts(self) -> dict[str, int]:
         return {"pending": 0, "scheduled": 0, "running": 0, "failed": 0}
-
-    def health_latest(self) -> list[HealthInfo]:
-        return []
-
-    def health_history(self, tenant_id: int | None = None, limit: int = 60) -> list[HealthInfo]:
-        return []
 
 
 def seed_failed(rt: Any, n: int, task: str = "ConsoleTestJob", message: str = "boom {i}") -> list[int]:

@@ -58,9 +58,9 @@ def test_int_is_accepted_for_a_float(tmp_path):
 
 
 def test_cron_override_merges_with_defaults(tmp_path):
-    s = load(write(tmp_path, '[schedule.cron]\n"erp:check-reorder-rules" = "30 3 * * 1-5"\n'))
-    assert s.schedule.cron["erp:check-reorder-rules"] == "30 3 * * 1-5"
-    assert s.schedule.cron["crm:sync-email-accounts"] == DEFAULT_SCHEDULE["crm:sync-email-accounts"]
+    s = load(write(tmp_path, '[schedule.cron]\n"erp:check-system-health" = "30 3 * * 1-5"\n'))
+    assert s.schedule.cron["erp:check-system-health"] == "30 3 * * 1-5"
+    assert s.schedule.cron["erp:retry-webhook-deliveries"] == DEFAULT_SCHEDULE["erp:retry-webhook-deliveries"]
 
 
 BAD = [
@@ -69,10 +69,10 @@ BAD = [
     pytest.param('[queue]\nworkers = "four"\n', "queue.workers", "expected int", id="wrong-type"),
     pytest.param('[queue]\nworkers = true\n', "queue.workers", "expected int", id="bool-for-int"),
     pytest.param('queue = 3\n', "queue", "expected a table", id="scalar-for-table"),
-    pytest.param('[schedule.cron]\n"crm:sync-email-accounts" = "61 * * * *"\n',
-                 "schedule.cron.crm:sync-email-accounts", "invalid cron", id="bad-cron"),
-    pytest.param('[schedule.cron]\n"crm:sync-email-accounts" = "0 * * * * *"\n',
-                 "schedule.cron.crm:sync-email-accounts", "invalid cron", id="six-field-cron"),
+    pytest.param('[schedule.cron]\n"erp:check-system-health" = "61 * * * *"\n',
+                 "schedule.cron.erp:check-system-health", "invalid cron", id="bad-cron"),
+    pytest.param('[schedule.cron]\n"erp:check-system-health" = "0 * * * * *"\n',
+                 "schedule.cron.erp:check-system-health", "invalid cron", id="six-field-cron"),
     pytest.param('[schedule.cron]\n"erp:nope" = "* * * * *"\n',
                  "schedule.cron.erp:nope", "unknown periodic task", id="unknown-periodic-task"),
     pytest.param('[schedule]\ntimezone = "Mars/Olympus"\n', "schedule.timezone", "unknown timezone",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_settings
-from erpq import health
+from erpq.health import service as health
 from erpq.ops import Actor, Ops
 from erpq.runtime import Runtime, job, set_current
 
@@ -38,7 +38,7 @@ def test_host_row_and_one_row_per_active_tenant(runtime):
     host, ra, rb = rows
     assert host[2] == 4 and ra[2] == 3 and rb[2] == 1  # pending: all, per tenant
     assert host[4] is None  # SQLite: database connections not applicable
-    latest = Ops(runtime).health_latest()
+    latest = Ops(runtime).health.latest()
     assert [h.tenant for h in latest] == ["host", "acme", "globex"]
     assert 0 <= latest[0].cpu_percent <= 100 and 0 < latest[0].memory_percent <= 100
     assert 0 < latest[0].disk_percent <= 100
@@ -99,10 +99,10 @@ def test_the_periodic_task_runs_through_the_queue(runtime):
         import time
 
         deadline = time.monotonic() + 30
-        while not ops.health_latest() and time.monotonic() < deadline:
+        while not ops.health.latest() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         runner.stop()
-    assert ops.health_latest()[0].tenant == "host"
+    assert ops.health.latest()[0].tenant == "host"
     entry = next(e for e in ops.schedule() if e.name == "erp:check-system-health")
     assert entry.last_status == "success" and entry.last_duration_s > 0

@@ -133,7 +133,7 @@ def test_read_only_refuses_every_action_and_audits_nothing(runtime, ops, ro):
         lambda: ro.prune_failed(0),
         lambda: ro.cancel_batch(batch_id),
         lambda: ro.release_lock("periodic:x"),
-        lambda: ro.check_health(),
+        lambda: ro.health.check(),
         lambda: ro.add_tenant("globex"),
         lambda: ro.add_user("acme", "Bob", "bob@example.com"),
     ]

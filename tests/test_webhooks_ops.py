@@ -40,17 +40,17 @@ def test_webhooks_never_show_the_secret(runtime, ops, tenant, receiver):
     other = add_tenant(runtime, "globex")
     _, secret = subscribe(runtime, tenant, hook_url(receiver), ["deal.created"])
     _, other_secret = subscribe(runtime, other, hook_url(receiver, "/other"))
-    hooks = ops.webhooks()
+    hooks = ops.webhooks.subscriptions()
     assert [(h.tenant, h.url, h.events) for h in hooks] == [
         ("acme", hook_url(receiver), ["deal.created"]), ("globex", hook_url(receiver, "/other"), ["*"])]
-    assert [h.id for h in ops.webhooks("globex")] == [hooks[1].id]
-    assert [h.id for h in ops.webhooks(tenant)] == [hooks[0].id]
+    assert [h.id for h in ops.webhooks.subscriptions("globex")] == [hooks[1].id]
+    assert [h.id for h in ops.webhooks.subscriptions(tenant)] == [hooks[0].id]
     with pytest.raises(NotFound):
-        ops.webhooks("nobody")
+        ops.webhooks.subscriptions("nobody")
 
     WebhookService(runtime).queue_delivery("deal.created", {"id": 1}, tenant)
-    records = [*ops.webhooks(), *ops.webhook_deliveries().items, ops.disable_webhook(hooks[0].id),
-               ops.enable_webhook(hooks[0].id)]
+    records = [*ops.webhooks.subscriptions(), *ops.webhooks.deliveries().items, ops.webhooks.disable(hooks[0].id),
+               ops.webhooks.enable(hooks[0].id)]
     text = json.dumps([r.to_dict() for r in records])
     assert secret not in text and other_secret not in text and "whsec_" not in text
     assert all("secret" not in r.to_dict() for r in records)
@@ -65,29 +65,29 @@ def test_deliveries_are_paged_newest_first_filtered_and_searched(runtime, ops, t
     lead_ids = [svc.queue_delivery("lead.created", {"n": n}, tenant)[0] for n in range(3)]
     run_queued(runtime, limit=4)  # the four oldest are delivered
 
-    page = ops.webhook_deliveries(offset=0, limit=4)
+    page = ops.webhooks.deliveries(offset=0, limit=4)
     assert (page.total, page.offset, page.limit) == (10, 0, 4)
     assert [d.delivery_id for d in page.items] == (deal_ids + lead_ids)[::-1][:4]
-    last = ops.webhook_deliveries(offset=8, limit=4)
+    last = ops.webhooks.deliveries(offset=8, limit=4)
     assert [d.delivery_id for d in last.items] == deal_ids[1::-1]
-    assert ops.webhook_deliveries(offset=20).items == []
+    assert ops.webhooks.deliveries(offset=20).items == []
 
-    assert ops.webhook_deliveries(status="delivered").total == 4
-    assert ops.webhook_deliveries(status="pending", webhook_id=a).total == 3
-    assert ops.webhook_deliveries(webhook_id=b).total == 3
-    assert [d.delivery_id for d in ops.webhook_deliveries(search=lead_ids[1]).items] == [lead_ids[1]]
-    assert ops.webhook_deliveries(search="lead.").total == 3
+    assert ops.webhooks.deliveries(status="delivered").total == 4
+    assert ops.webhooks.deliveries(status="pending", webhook_id=a).total == 3
+    assert ops.webhooks.deliveries(webhook_id=b).total == 3
+    assert [d.delivery_id for d in ops.webhooks.deliveries(search=lead_ids[1]).items] == [lead_ids[1]]
+    assert ops.webhooks.deliveries(search="lead.").total == 3
     with pytest.raises(OpsError, match="unknown delivery status 'nope'"):
-        ops.webhook_deliveries(status="nope")
+        ops.webhooks.deliveries(status="nope")
 
-    first = ops.webhook_deliveries(status="delivered", limit=1).items[0]
+    first = ops.webhooks.deliveries(status="delivered", limit=1).items[0]
     d = first.to_dict()
     assert set(d) == {"id", "delivery_id", "webhook_id", "tenant_id", "event", "status", "attempts",
                       "response_code", "error", "duration_ms", "next_retry_at", "delivered_at", "created_at"}
     assert (d["status"], d["attempts"], d["response_code"]) == ("delivered", 1, 200)
     assert d["delivered_at"].endswith("Z") and d["created_at"].endswith("Z")
 
-    counts = ops.delivery_counts()
+    counts = ops.webhooks.delivery_counts()
     assert counts == {"pending": 6, "delivering": 0, "delivered": 4, "failed": 0, "dead": 0}
 
 
@@ -97,15 +97,15 @@ def test_actions_are_audited_and_do_what_they_say(runtime, ops, tenant, receiver
     (delivery_id,) = WebhookService(runtime).queue_delivery("deal.created", {"id": 1}, tenant)
     run_queued(runtime)
 
-    info = ops.redeliver(delivery_id)
+    info = ops.webhooks.redeliver(delivery_id)
     assert (info.delivery_id, info.status, info.attempts) == (delivery_id, "pending", 0)
     run_queued(runtime)
     assert delivery(runtime).status == "delivered"
 
-    off = ops.disable_webhook(hook_id, "maintenance window")
+    off = ops.webhooks.disable(hook_id, "maintenance window")
     assert (off.is_active, off.disabled_reason) == (False, "maintenance window")
     assert not webhook(runtime, hook_id).is_active
-    on = ops.enable_webhook(hook_id)
+    on = ops.webhooks.enable(hook_id)
     assert on.is_active and on.disabled_reason is None and on.consecutive_failures == 0
 
     assert audit_rows(runtime) == [
@@ -122,13 +122,13 @@ def test_failed_actions_raise_one_line_errors_and_leave_no_audit_row(runtime, op
     hook_id, _ = subscribe(runtime, tenant, hook_url(receiver))
     (delivery_id,) = WebhookService(runtime).queue_delivery("deal.created", {"id": 1}, tenant)
     with pytest.raises(NotFound, match="unknown webhook id 99"):
-        ops.disable_webhook(99)
+        ops.webhooks.disable(99)
     with pytest.raises(NotFound, match="unknown webhook id 99"):
-        ops.enable_webhook(99)
+        ops.webhooks.enable(99)
     with pytest.raises(NotFound, match="unknown delivery 'msg_nope'"):
-        ops.redeliver("msg_nope")
+        ops.webhooks.redeliver("msg_nope")
     with pytest.raises(Conflict, match="already on its way"):
-        ops.redeliver(delivery_id)
+        ops.webhooks.redeliver(delivery_id)
     assert audit_rows(runtime) == []
 
 
@@ -138,14 +138,14 @@ def test_read_only_refuses_every_action_and_changes_nothing(runtime, tenant, rec
     (delivery_id,) = WebhookService(runtime).queue_delivery("deal.created", {"id": 1}, tenant)
     run_queued(runtime)
     ro = Ops(runtime, Actor("viewer", None, "console"), read_only=True)
-    for action in (lambda: ro.redeliver(delivery_id), lambda: ro.disable_webhook(hook_id),
-                   lambda: ro.enable_webhook(hook_id), lambda: ro.audit("webhook.add", "1", "erpq webhook add")):
+    for action in (lambda: ro.webhooks.redeliver(delivery_id), lambda: ro.webhooks.disable(hook_id),
+                   lambda: ro.webhooks.enable(hook_id), lambda: ro.audit("webhook.add", "1", "erpq webhook add")):
         with pytest.raises(ReadOnly, match="read-only mode"):
             action()
     assert webhook(runtime, hook_id).is_active and delivery(runtime).status == "delivered"
     assert audit_rows(runtime) == []
-    assert [h.id for h in ro.webhooks()] == [hook_id]  # reads still work
-    assert ro.webhook_deliveries().total == 1 and ro.delivery_counts()["delivered"] == 1
+    assert [h.id for h in ro.webhooks.subscriptions()] == [hook_id]  # reads still work
+    assert ro.webhooks.deliveries().total == 1 and ro.webhooks.delivery_counts()["delivered"] == 1
 
 
 def test_cli_actions_are_audited_without_the_secret(runtime, tenant, receiver, capsys):
@@ -164,7 +164,7 @@ def test_cli_actions_are_audited_without_the_secret(runtime, tenant, receiver, c
     secret = webhook(runtime).secret
     rows = audit_rows(runtime)
     assert [a for a, _, _ in rows] == ["webhook.add", "webhook.rotate-secret", "webhook.disable",
-                                       "webhook.enable", "webhook.redeliver"]
+                                       "webhook.enable", "event.emit", "webhook.redeliver"]
     assert rows[0][2] == (f"erpq webhook add {hook_url(receiver)} --tenant acme --event deal.created "
                           "--description 'CRM sync'")
     assert "whsec_" not in json.dumps(rows) and secret in out  # printed once to the operator, never audited

@@ -46,7 +46,7 @@ APP_BINDINGS = [
     Binding("u", "undo", "Undo", show=False, id="app.undo"),
     Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
     *[Binding(str(i + 1), f"show_view('{v.KEY}')", v.TITLE, show=False, id=f"app.view.{v.KEY}")
-      for i, v in enumerate(VIEWS)],
+      for i, v in enumerate(VIEWS[:9])],
 ]
 
 
@@ -108,7 +108,7 @@ class ErpqConsole(App):
         yield Line(id="status")
         with TabbedContent(id="tabs"):
             for i, view in enumerate(VIEWS):
-                with TabPane(f"{i + 1} {view.TITLE}", id=view.KEY):
+                with TabPane(f"{i + 1} {view.TITLE}" if i < 9 else view.TITLE, id=view.KEY):
                     yield view(id=f"view-{view.KEY}")
         yield Line(id="message")
         yield Footer(compact=True, show_command_palette=False)

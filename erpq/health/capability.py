@@ -41,5 +41,5 @@ CAPABILITY = Capability(
     settings=HealthSettings,
     cli="erpq.health.cli:register",
     ops="erpq.health.ops:HealthOps",
-    panels=(PanelSpec("health", "Health", view="tui.views.health:HealthView"),),
+    panels=(PanelSpec("health", "Health", view="tui.views.health:HealthView", order=40),),
 )

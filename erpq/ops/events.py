@@ -35,9 +35,9 @@ class EventOps(OpsCore):
         self._act("event.emit", name, f"erpq event emit {shlex.quote(name)} --tenant {shlex.quote(str(tenant))}"
                   + (f" --data {shlex.quote(data)}" if payload else ""))
         try:
-            results = events.emit(name, payload, tid)
+            event_id, results = events.emit_now(name, payload, tid)
         except events.EmitError as exc:
             raise OpsError(str(exc)) from None
         effects = [f"{label.rsplit('.', 1)[-1]}: {item}" for label, result in results.items()
                    if isinstance(result, list | tuple) for item in result]
-        return EmitOutcome(event_id="", name=name, tenant_id=tid, handlers=len(results), effects=effects)
+        return EmitOutcome(event_id=str(event_id), name=name, tenant_id=tid, handlers=len(results), effects=effects)

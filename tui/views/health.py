@@ -43,7 +43,7 @@ class HealthView(View):
         yield KeyedTable(self.COLUMNS, id="table")
 
     def fetch(self, ops: Any) -> Any:
-        return ops.health_latest(), ops.health_history(None, 40), ops.health_thresholds()
+        return ops.health.latest(), ops.health.history(None, 40), ops.health.thresholds()
 
     def show(self, data: Any) -> None:
         latest, history, thresholds = data
@@ -71,7 +71,7 @@ class HealthView(View):
                f"{h.failed_last_hour} failed in the last hour"
 
     def detail(self, ops: Any, h: Any) -> tuple[str, str]:
-        hist = ops.health_history(h.tenant_id, 30)
+        hist = ops.health.history(h.tenant_id, 30)
         lines = [json.dumps(h.to_dict(), indent=2, default=str), "", "Recent readings:"]
         tz = self.console.tz
         lines += [f"  {clock(r.checked_at, tz)}  {r.status:<8} pending {r.queue_pending:<6} "
@@ -79,5 +79,5 @@ class HealthView(View):
         return f"health of {h.tenant}", "\n".join(lines)
 
     def action_check(self) -> None:
-        self.console.perform("check health now", lambda ops: ops.check_health(),
+        self.console.perform("check health now", lambda ops: ops.health.check(),
                              done=lambda rows: f"health checked: {len(rows)} readings")
