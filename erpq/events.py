@@ -154,7 +154,9 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
         session.add(row)
         session.flush()
         pending = session.info.setdefault("erpq_outbox", [])
-        if not pending:
+        # Listeners stay for the session's life: removing one from inside its own
+        # dispatch raises "deque mutated during iteration" in SQLAlchemy.
+        if not sa_event.contains(session, "after_commit", _after_commit):
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
         pending.append(row.id)
@@ -183,7 +185,6 @@ def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[in
 
 def _after_commit(session: Any) -> None:
     ids = session.info.pop("erpq_outbox", [])
-    _unlisten(session)
     if not ids:
         return
     from .runtime import current
@@ -199,13 +200,6 @@ def _after_commit(session: Any) -> None:
 def _after_rollback(session: Any, previous_transaction: Any) -> None:
     if previous_transaction.parent is None or not session.in_transaction():
         session.info.pop("erpq_outbox", None)
-        _unlisten(session)
-
-
-def _unlisten(session: Any) -> None:
-    for ev, fn in (("after_commit", _after_commit), ("after_soft_rollback", _after_rollback)):
-        if sa_event.contains(session, ev, fn):
-            sa_event.remove(session, ev, fn)
 
 
 def dispatch(rt: Any, event_id: int, raise_errors: bool = False) -> dict[str, Any] | None:

@@ -445,6 +445,7 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
     snapshot = (list(state.errors), state.skipped, state.updated, state.dropped, list(counts))
     try:
         with rt.session() as s:
+            updated_before = state.updated
             new, updates = _dedupe(s, entity, tenant_id, good, opts, state)
             if new and not opts.dry_run:
                 blank = dict.fromkeys(c.name for c in t.columns if c.name != "id")
@@ -469,7 +470,7 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
                     if entity == "deals":
                         rec["updated_at"] = now
                     s.execute(sa.update(t).where(t.c.id == pk, t.c.tenant_id == tenant_id).values(**rec))
-            counts[0] += len(new) + len(updates)
+            counts[0] += len(new) + state.updated - updated_before
             room = max_errors - len(state.errors)
             state.errors.extend(errors[:max(room, 0)])
             state.dropped += max(len(errors) - max(room, 0), 0)
@@ -516,7 +517,8 @@ def _dedupe(s, entity: str, tenant_id: int, good: list[tuple[int, dict]], opts: 
         email = rec.get("email")
         if email and email in existing:
             if opts.update_existing:
-                updates[existing[email]] = (existing[email], rec)
+                pk = existing[email]
+                updates[pk] = (pk, {**updates[pk][1], **rec} if pk in updates else rec)
                 state.updated += 1
             else:
                 state.skipped += 1
