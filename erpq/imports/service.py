@@ -2,7 +2,9 @@
 
 ``create_import`` records an import (``import_results``, status pending);
 ``run_import`` streams the file, validates each row, and writes good rows in
-chunks. Each chunk is one transaction holding the new rows, their events and
+chunks. Each chunk is one transaction holding the new rows, their events (written to
+the outbox with ``defer=True``: the runners' sweep fans them out, so a
+100,000-row import does not wait on 100,000 fan-outs) and
 the import's counters, so the counters are never half-counted and an import
 interrupted anywhere resumes after its last committed chunk
 (``processed_rows``). ``ImportDataJob`` is the queued form.
@@ -463,7 +465,8 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
                 for pk, r in zip(ids, rows, strict=True):
                     payload = {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, dt.datetime)
                                    else v) for k, v in r.items()}
-                    events.emit(name, {**payload, "id": pk, "import_id": imp.id}, tenant_id, session=s)
+                    events.emit(name, {**payload, "id": pk, "import_id": imp.id}, tenant_id, session=s,
+                                defer=True)
             if updates and not opts.dry_run:
                 for pk, rec in updates:
                     rec = {k: v for k, v in rec.items() if k != "created_at"}

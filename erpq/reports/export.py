@@ -28,6 +28,7 @@ FORMATS = ("pdf", "xlsx", "csv")
 MIME = {"pdf": "application/pdf", "csv": "text/csv",
         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\n")
+_DANGEROUS_SET = frozenset(DANGEROUS)
 MONEY_FORMAT = "#,##0.00"
 DATE_FORMAT = "yyyy-mm-dd"
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
@@ -72,13 +73,26 @@ def write(data: ReportData, fmt: str, path: str | Path, **options: Any) -> Path:
 
 def write_csv(data: ReportData, path: Path, bom: bool = False, **_: Any) -> None:
     cols = data.columns
+    texts = [i for i, c in enumerate(cols) if c.type == "text"]
+    # Dates, Decimals and ints are written by the csv module as str() gives them
+    # (ISO dates, exact decimals); datetimes are formatted; text is neutralised.
+    times = [i for i, c in enumerate(cols) if c.type == "datetime"]
+
+    def prepared(rows):
+        for row in rows:
+            row = list(row)
+            for i in texts:
+                v = row[i]
+                if v.__class__ is str and v[:1] in _DANGEROUS_SET:
+                    row[i] = "'" + v
+            for i in times:
+                row[i] = _text(row[i], cols[i])
+            yield row
+
     with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
         w = csv.writer(f, lineterminator="\r\n")
         w.writerow([neutralise(c.label) for c in cols])
-        plain = [c.type in ("int",) for c in cols]
-        for row in data.rows:
-            w.writerow([v if p and v is not None else neutralise(_text(v, c))
-                        for v, c, p in zip(row, cols, plain, strict=True)])
+        w.writerows(prepared(data.rows))
         if data.totals:
             w.writerow([neutralise(_text(v, c)) for v, c in zip(data.totals, cols, strict=True)])
 
@@ -114,20 +128,26 @@ def write_xlsx(data: ReportData, path: Path, **_: Any) -> None:
                for c in cols]
     styled = [i for i, f in enumerate(formats) if f]
     texts = [i for i, c in enumerate(cols) if c.type == "text"]
+    # One StyleArray per formatted column, shared by its cells (the writer only reads it).
+    shared = {}
+    for i in styled:
+        template = WriteOnlyCell(ws)
+        template.number_format = formats[i]
+        shared[i] = template._style
     n = 1
     for row in _chain(head, rows):
         row = list(row)
         for i in texts:
             v = row[i]
-            if isinstance(v, str) and v.startswith(DANGEROUS):
+            if v.__class__ is str and v[:1] in _DANGEROUS_SET:
                 row[i] = "'" + v
         for i in styled:
             v = row[i]
             if v is not None:
-                if isinstance(v, dt.datetime) and v.tzinfo:
+                if v.__class__ is dt.datetime and v.tzinfo:
                     v = v.astimezone(dt.UTC).replace(tzinfo=None)  # Excel has no time zones: UTC
                 cell = WriteOnlyCell(ws, value=v)
-                cell.number_format = formats[i]
+                cell._style = shared[i]
                 row[i] = cell
         ws.append(row)
         n += 1

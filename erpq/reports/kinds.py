@@ -49,6 +49,8 @@ WEBHOOKS = _t("erp_webhooks", sa.Column("url", sa.String), sa.Column("is_active"
 DELIVERIES = _t("erp_webhook_deliveries", sa.Column("webhook_id", sa.Integer), sa.Column("status", sa.String),
                 sa.Column("created_at", UTCDateTime()))
 
+ZERO = Decimal("0.00")
+
 #: Column types an export knows how to write.
 TYPES = ("text", "int", "money", "decimal", "percent", "date", "datetime")
 
@@ -124,7 +126,7 @@ def _sum(rows: list[tuple], columns: list[Col], label: str = "Total") -> tuple:
         if i == 0:
             out.append(label)
         elif c.type in ("int", "money", "decimal"):
-            out.append(sum((r[i] or 0 for r in rows), Decimal(0) if c.type != "int" else 0))
+            out.append(sum((r[i] or 0 for r in rows), ZERO if c.type == "money" else Decimal(0) if c.type != "int" else 0))
         else:
             out.append(None)
     return tuple(out)
@@ -141,7 +143,7 @@ def deals_pipeline(s, tenant_id: int, f: dict) -> ReportData:
     if status and status != "all":
         q = q.where(DEALS.c.status == status)
     q = _range(q, DEALS.c.created_at, f, aware=True).group_by(DEALS.c.stage, DEALS.c.assigned_to)
-    rows = sorted(((stage or "(no stage)", users.get(owner, f"user {owner}"), n, Decimal(amount or 0))
+    rows = sorted(((stage or "(no stage)", users.get(owner, f"user {owner}"), n, Decimal(amount or ZERO))
                    for stage, owner, n, amount in s.execute(q)), key=lambda r: (r[0], r[1]))
     cols = [Col("stage", "Stage"), Col("owner", "Owner"), Col("deals", "Deals", "int"),
             Col("amount", "Amount", "money")]
@@ -153,12 +155,12 @@ def invoices(s, tenant_id: int, f: dict) -> ReportData:
     q = sa.select(INVOICES.c.issue_date, INVOICES.c.due_date, INVOICES.c.total, INVOICES.c.status) \
         .where(INVOICES.c.tenant_id == tenant_id, INVOICES.c.status != "cancelled")
     q = _range(q, INVOICES.c.issue_date, f, aware=False)
-    per: dict[dt.date, list] = defaultdict(lambda: [0, Decimal(0), 0, Decimal(0), 0, Decimal(0)])
+    per: dict[dt.date, list] = defaultdict(lambda: [0, ZERO, 0, ZERO, 0, ZERO])
     for issued, due, total, status in s.execute(q):
         if status == "draft":
             continue
         p = per[issued.replace(day=1)]
-        total = Decimal(total or 0)
+        total = Decimal(total or ZERO)
         p[0] += 1
         p[1] += total
         if status == "paid":
