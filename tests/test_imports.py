@@ -341,3 +341,21 @@ def test_import_on_server_databases(tmp_path, backend, request):
     finally:
         set_current(None)
         rt.close()
+
+
+def test_console_panels_read_and_act_through_the_ops_section(runtime, ops, tenant, tmp_path):
+    from erpq.imports.capability import CAPABILITY
+
+    info = ops.imports.start("acme", "leads", write(tmp_path / "l.csv", CLEAN + "Bad,x,,,\n"))
+    section = ops.section("imports")
+    panels = {p.key: p for p in CAPABILITY.panels}
+    page = getattr(section, panels["imports"].read)(0, 10, None)
+    row = page.items[0].to_dict()
+    assert page.total == 1 and all(field in row for field, _, _ in panels["imports"].columns)
+    assert row["rows_per_s"] > 0 and row["eta_s"] is None  # finished: no ETA
+    errors = getattr(section, panels["import_errors"].read)(0, 10, None)
+    assert [(e.import_id, e.row, e.column) for e in errors.items] == [(info.id, 4, "Email")]
+    assert getattr(section, panels["import_errors"].read)(0, 10, str(info.id)).total == 1
+    assert "finished" in section.summary()
+    for action in panels["imports"].actions:
+        assert callable(getattr(section, action.method))

@@ -428,3 +428,21 @@ def test_reports_and_schedules_on_server_databases(tmp_path, backend, request):
     finally:
         set_current(None)
         rt.close()
+
+
+def test_console_panel_reads_and_actions(runtime, ops, tenant):
+    from erpq.reports.capability import CAPABILITY
+
+    rep = ops.reports.create("acme", "Leads", "leads")
+    sid = ops.reports.add_schedule(rep.id, "0 7 * * *", "UTC", "csv").id
+    (panel,) = CAPABILITY.panels
+    section = ops.section("reports")
+    page = getattr(section, panel.read)(0, 10, None)
+    row = page.items[0].to_dict()
+    assert all(field in row for field, _, _ in panel.columns) and row["next_run_at"]
+    methods = {a.label: getattr(section, a.method) for a in panel.actions}
+    assert methods["Pause"](sid).is_active is False
+    assert methods["Resume"](sid).is_active is True
+    assert methods["Run now"](sid)
+    assert drain(runtime) == 1 and ops.reports.schedule(sid).last_status == "ok"
+    assert section.summary() == "1 active, 0 paused, 0 errored"
