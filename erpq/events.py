@@ -135,13 +135,11 @@ def check_payload(name: str, payload: Any) -> dict[str, Any]:
     return payload
 
 
-def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any = None,
-         defer: bool = False) -> Any:
+def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any = None) -> Any:
     """Announce event ``name`` for ``tenant`` (an id, a Tenant row or a slug).
 
     With ``session``: the event is written in that session's transaction and
-    fanned out after it commits; returns the outbox id (with ``defer=True``: left
-    for the runners' sweep to fan out, no id, for bulk writers). Without: written,
+    fanned out after it commits; returns the outbox id. Without: written,
     committed and fanned out now; returns each handler's result by handler name.
     """
     from .models import EventOutbox
@@ -155,10 +153,6 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
     if session is not None:
         row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
         session.add(row)
-        if defer:
-            # Bulk writers (imports): the row is inserted with the caller's commit (batched
-            # with its neighbours) and the runners' sweep fans it out; returns None.
-            return None
         session.flush()
         pending = session.info.setdefault("erpq_outbox", [])
         # Listeners stay for the session's life: removing one from inside its own
@@ -169,6 +163,29 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
         pending.append(row.id)
         return row.id
     return emit_now(name, payload, tenant_id)[1]
+
+
+def emit_many(name: str, payloads: list[dict[str, Any]], tenant: Any, *, session: Any) -> int:
+    """Write many events of one name in the caller's transaction, in one batched
+    INSERT, for bulk writers (imports). They are fanned out by the runners' sweep,
+    not after this commit; returns how many were written."""
+    import sqlalchemy as sa
+
+    from .db import utcnow
+    from .models import EventOutbox
+    from .runtime.registry import load_capabilities
+
+    if name not in EVENTS:
+        load_capabilities()
+    check_event(name)
+    if not payloads:
+        return 0
+    tenant_id = _tenant_id(tenant, session)
+    now = utcnow()
+    rows = [{"name": name, "tenant_id": tenant_id, "payload": check_payload(name, p), "status": "pending",
+             "attempts": 0, "created_at": now} for p in payloads]
+    session.execute(sa.insert(EventOutbox), rows)
+    return len(rows)
 
 
 def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[int, dict[str, Any]]:

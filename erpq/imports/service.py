@@ -2,9 +2,9 @@
 
 ``create_import`` records an import (``import_results``, status pending);
 ``run_import`` streams the file, validates each row, and writes good rows in
-chunks. Each chunk is one transaction holding the new rows, their events (written to
-the outbox with ``defer=True``: the runners' sweep fans them out, so a
-100,000-row import does not wait on 100,000 fan-outs) and
+chunks. Each chunk is one transaction holding the new rows, their events (one batched
+outbox insert with ``events.emit_many``; the runners' sweep fans them out, so
+a 100,000-row import does not wait on 100,000 fan-outs) and
 the import's counters, so the counters are never half-counted and an import
 interrupted anywhere resumes after its last committed chunk
 (``processed_rows``). ``ImportDataJob`` is the queued form.
@@ -460,13 +460,11 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
                         r["status"] = r["status"] or "open"
                         r["currency"] = r["currency"] or "EUR"
                         r["updated_at"] = now
-                ids = s.scalars(sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), rows).all()
-                name = EVENT[entity]
-                for pk, r in zip(ids, rows, strict=True):
-                    payload = {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, dt.datetime)
-                                   else v) for k, v in r.items()}
-                    events.emit(name, {**payload, "id": pk, "import_id": imp.id}, tenant_id, session=s,
-                                defer=True)
+                ids = _insert_ids(s, t, rows)
+                payloads = [{**{k: (str(v) if isinstance(v, Decimal) else v.isoformat()
+                                    if isinstance(v, dt.datetime) else v) for k, v in r.items()},
+                             "id": pk, "import_id": imp.id} for pk, r in zip(ids, rows, strict=True)]
+                events.emit_many(EVENT[entity], payloads, tenant_id, session=s)
             if updates and not opts.dry_run:
                 for pk, rec in updates:
                     rec = {k: v for k, v in rec.items() if k != "created_at"}
@@ -493,6 +491,21 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
         state.errors, state.skipped, state.updated, state.dropped, counts[:] = snapshot
         raise
     return True
+
+
+def _insert_ids(s, t: sa.Table, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` (executemany) and return their ids in order.
+
+    PostgreSQL and MariaDB batch ``RETURNING`` with parameter order kept. SQLite
+    would fall back to one statement per row for that, so there the rows are
+    inserted in one executemany and their ids read back: SQLite has one writer,
+    our transaction holds the write lock, and rowids are max+1, so the newest
+    ``len(rows)`` ids are ours, in insertion order.
+    """
+    if s.get_bind().dialect.name != "sqlite":
+        return list(s.scalars(sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), rows))
+    s.execute(sa.insert(t), rows)
+    return sorted(s.scalars(sa.select(t.c.id).order_by(t.c.id.desc()).limit(len(rows))))
 
 
 class _Cancelled(Exception):
