@@ -359,3 +359,25 @@ def test_console_panels_read_and_act_through_the_ops_section(runtime, ops, tenan
     assert "finished" in section.summary()
     for action in panels["imports"].actions:
         assert callable(getattr(section, action.method))
+
+
+def test_imported_events_are_fanned_out_from_the_outbox(runtime, ops, tenant, tmp_path):
+    from erpq import events
+
+    seen = []
+
+    def handler(ev):
+        seen.append((ev.payload["email"], ev.id))
+
+    events.on("lead.created")(handler)
+    try:
+        ops.imports.start("acme", "leads", write(tmp_path / "l.csv", CLEAN))
+        with runtime.read_session() as s:
+            ids = list(s.scalars(sa.select(EventOutbox.id).where(EventOutbox.status == "pending")
+                                 .order_by(EventOutbox.id)))
+        assert len(ids) == 2 and seen == []  # written with the rows, left for the runners' sweep
+        for event_id in ids:  # what events.sweep does for each
+            events.dispatch(runtime, event_id)
+        assert [e for e, _ in seen] == ["ada@example.com", "alan@example.com"]
+    finally:
+        events._handlers.remove(("lead.created", handler))
