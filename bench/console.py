@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import datetime as dt
 import fcntl
+import itertools
 import os
 import pty
 import re
@@ -62,7 +63,7 @@ PENDING = 100_000
 FAILED = 100_000
 RUNS = 1_000_000
 #: ``--smoke``: enough rows to fill every view, short waits.
-SMOKE = {"pending": 300, "failed": 200, "history": 2_000, "stall_seconds": 2.0, "idle_seconds": 1.0}
+SMOKE = {"pending": 300, "failed": 200, "history": 2_000, "stall_seconds": 1.0, "idle_seconds": 0.5}
 
 
 # ====================================================================== seeding
@@ -114,25 +115,28 @@ def seed(cfg: Path, store: str, pending: int = PENDING, failed: int = FAILED, ru
         periodic, jobs = registered(rt)
         job = "DeliverWebhookJob" if "DeliverWebhookJob" in jobs else jobs[0]
         t0 = time.perf_counter()
-        # A delivery that does not exist: the embedded runner claims it, finds no row, and is done.
-        kwargs = {"delivery_pk": 10**12, "job_token": "bench"} if job == "DeliverWebhookJob" else {}
-        data = rt.huey.serialize_task(rt.tasks[job].s(**kwargs))
+        # Deliveries that do not exist: the embedded runner claims each, finds no row, and is done.
+        # One message per job (its own task id), as enqueueing makes them.
+        def kwargs(i: int) -> dict:
+            return {"delivery_pk": 10**12 + i, "job_token": "bench"} if job == "DeliverWebhookJob" else {}
+
+        messages = (rt.huey.serialize_task(rt.tasks[job].s(**kwargs(i))) for i in range(pending))
         storage = rt.huey.storage
         if store == "sqlite":
             path = rt.settings.sqlite_path(rt.settings.queue.url)
             with sqlite3.connect(path) as conn:
                 conn.executemany("insert into task (queue, data, priority) values (?, ?, 0)",
-                                 ((storage.name, data) for _ in range(pending)))
+                                 ((storage.name, data) for data in messages))
         else:
-            for start in range(0, pending, 10_000):
-                storage.conn.lpush(storage.queue_key, *([data] * min(10_000, pending - start)))
+            while chunk := list(itertools.islice(messages, 10_000)):
+                storage.conn.lpush(storage.queue_key, *chunk)
         t1 = time.perf_counter()
         now = dt.datetime.now(dt.UTC)
-        payload = data
+        payload = rt.huey.serialize_task(rt.tasks[job].s(**kwargs(0)))
         with rt.engine.begin() as conn:
             for start in range(0, failed, 20_000):
                 conn.execute(sa.insert(FailedJob), [
-                    {"task_id": f"failed-{i}", "task_name": job, "args": {"args": [], "kwargs": {**kwargs, "delivery_pk": i}},
+                    {"task_id": f"failed-{i}", "task_name": job, "args": {"args": [], "kwargs": kwargs(i)},
                      "payload": payload, "exception_type": "ConnectError" if i % 3 else "HTTPStatusError",
                      "exception": f"connection refused: 10.0.{i % 7}.{i % 250}" if i % 3 else f"status {500 + i % 4}",
                      "traceback": "Traceback (most recent call last):\n  ...\nConnectError: refused",

@@ -154,13 +154,11 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
         row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
         session.add(row)
         session.flush()
-        pending = session.info.setdefault("erpq_outbox", [])
-        # Listeners stay for the session's life: removing one from inside its own
-        # dispatch raises "deque mutated during iteration" in SQLAlchemy.
-        if not sa_event.contains(session, "after_commit", _after_commit):
+        if not session.info.get("erpq_outbox_listening"):
+            session.info["erpq_outbox_listening"] = True
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
-        pending.append(row.id)
+        session.info.setdefault("erpq_outbox", []).append(row.id)
         return row.id
     return emit_now(name, payload, tenant_id)[1]
 

@@ -136,6 +136,8 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     assert run(cfg, "queue", "failed", "--json") == 0
     (failed,) = out_json(capsys)
     assert failed["task_name"] == "CliBoom" and failed["exception"] == "kaboom 7"
+    assert run(cfg, "queue", "failed", "--search", "KaBoom", "--json") == 0
+    assert [f["id"] for f in out_json(capsys)] == [failed["id"]]  # search ignores case
     assert run(cfg, "queue", "show", str(failed["id"])) == 0
     shown = capsys.readouterr().out
     assert "Traceback" in shown and "ValueError: kaboom 7" in shown
@@ -162,6 +164,15 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     assert run(cfg, "audit", "--json") == 0
     actions = [a["action"] for a in out_json(capsys)]
     assert {"queue.dispatch", "failed.retry", "failed.forget", "failed.restore", "failed.flush"} <= set(actions)
+
+
+@pytest.mark.parametrize("action", ["forget", "restore"])
+def test_forget_or_restore_of_an_unknown_id_is_an_error(cfg, capsys, action):
+    before = state(cfg)
+    assert run(cfg, "queue", action, "999999") == 1
+    err = capsys.readouterr().err
+    assert "999999" in err and err.count("\n") == 1
+    assert state(cfg) == before
 
 
 def test_tenants_and_users(cfg, capsys):

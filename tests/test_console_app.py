@@ -182,7 +182,7 @@ async def test_queue_sections_paging_and_cancel(make_app, runtime):
         await press(app, pilot, "left_square_bracket", "left_square_bracket", "left_square_bracket", "v")
         assert head(app, "queue").startswith("pending 130 · [scheduled 1]")
         (key,) = table(app, "queue").keys
-        assert table(app, "queue").cells(key)[2] == "in 59m59s" or table(app, "queue").cells(key)[2].startswith("in ")
+        assert table(app, "queue").cells(key)[2].startswith("in 59m")  # an hour ahead, less the seconds passed
         await press(app, pilot, "v")
         assert table(app, "queue").keys == []
         await press(app, pilot, "v")  # back to pending
@@ -404,28 +404,59 @@ async def test_activity_newest_first_filters_and_log(make_app, runtime):
         assert isinstance(app.screen, TextScreen) and "ExportReportJob" in str(app.screen.body)
 
 
-async def test_runners_and_release_a_stale_lock(make_app, runtime):
-    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    with runtime.session() as s:
+async def test_runners_and_release_a_stale_lock(make_app, tmp_path):
+    # Times in the schedule's timezone, as in the other views (Tokyo: UTC+9, no DST).
+    rt = Runtime(make_settings(tmp_path, schedule={"timezone": "Asia/Tokyo"}))
+    old = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with rt.session() as s:
         s.add(Runner(id="gone:1:abc", host="gone", pid=1, workers=2, periodic=True, kind="consumer",
-                     queue="q", started_at=old, heartbeat_at=old, stopped_at=None, jobs_done=0))
+                     queue="q", started_at=old, heartbeat_at=old, stopped_at=None))
         s.add(Lock(name="periodic:erp:check-system-health", holder="gone:1:abc", task_id="x",
                    acquired_at=old, expires_at=old + dt.timedelta(minutes=2)))
+    try:
+        app = make_app(rt=rt)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await press(app, pilot, "7")
+            assert table(app, "runners").keys == ["gone:1:abc"]
+            assert str(table(app, "runners").cells("gone:1:abc")[6]) == "dead"
+            assert "started 01-02 12:04" in app.view("runners").query_one("#info").text
+            locks = table(app, "runners", "#locks")
+            assert str(locks.cells("periodic:erp:check-system-health")[3]) == "stale"
+            await press(app, pilot, "l")  # first l moves to the locks table
+            assert locks.has_focus
+            assert "lease until 01-02 12:06" in app.view("runners").query_one("#info").text
+            await press(app, pilot, "l")
+            assert isinstance(app.screen, ConfirmScreen) and "stale lock" in app.screen.question
+            await press(app, pilot, "y")
+            assert app.ops.locks() == []
+            assert audit(rt)[0].action == "lock.release"
+            assert app.messages[-1].endswith("$ erpq lock release periodic:erp:check-system-health")
+    finally:
+        rt.close()
+
+
+async def test_release_a_live_lock_asks_and_forces(make_app, runtime):
+    now = dt.datetime.now(dt.UTC)
+    with runtime.session() as s:
+        s.add(Runner(id="here:2:def", host="here", pid=2, workers=2, periodic=True, kind="consumer",
+                     queue="q", started_at=now, heartbeat_at=now + dt.timedelta(hours=1), stopped_at=None))
+        s.add(Lock(name="periodic:erp:check-system-health", holder="here:2:def", task_id="x",
+                   acquired_at=now, expires_at=now + dt.timedelta(hours=1)))
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await press(app, pilot, "7")
-        assert table(app, "runners").keys == ["gone:1:abc"]
-        assert str(table(app, "runners").cells("gone:1:abc")[6]) == "dead"
         locks = table(app, "runners", "#locks")
-        assert str(locks.cells("periodic:erp:check-system-health")[3]) == "stale"
-        await press(app, pilot, "l")  # first l moves to the locks table
-        assert locks.has_focus
+        assert str(locks.cells("periodic:erp:check-system-health")[3]) == "held"
+        await press(app, pilot, "l", "l")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "LIVE runner here:2:def" in app.screen.question and "twice" in app.screen.question
+        await press(app, pilot, "n")
+        assert len(app.ops.locks()) == 1
         await press(app, pilot, "l")
-        assert isinstance(app.screen, ConfirmScreen) and "stale lock" in app.screen.question
         await press(app, pilot, "y")
         assert app.ops.locks() == []
-        assert audit(runtime)[0].action == "lock.release"
-        assert "$ erpq lock release" in app.messages[-1]
+        assert audit(runtime)[0].command == "erpq lock release periodic:erp:check-system-health --force"
+        assert "released" in app.messages[-1]
 
 
 # ------------------------------------------------------------------ keys, help, palette, config

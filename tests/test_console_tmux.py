@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need
 from erpq.config import load
 from erpq.ops import Ops
 from erpq.runtime import Runtime
@@ -70,8 +71,7 @@ class Tmux:
 
 @pytest.fixture
 def tmux():
-    if TMUX is None:
-        pytest.skip("tmux is not installed")
+    need("tmux", TMUX is not None, "not installed (apt-get install tmux)")
     sessions: list[Tmux] = []
 
     def start(command: str, cwd: Path, env: dict[str, str], size: tuple[int, int] = (100, 30)) -> Tmux:

@@ -118,3 +118,28 @@ def test_runtime_upgrades_a_sqlite_database_itself(tmp_path):
 def test_runtime_without_sqlite_upgrade_refuses(tmp_path):
     with pytest.raises(SchemaOutOfDate, match="erpq db upgrade"):
         Runtime(make_settings(tmp_path), upgrade_sqlite=False)
+
+
+def test_0003_hands_legacy_delivering_rows_back_to_the_retry_task(engine):
+    """A delivery an earlier version left 'delivering' (its attempt counted up front)
+    becomes 'failed' and due, with that attempt given back; runners lose jobs_done."""
+    upgrade(engine, "0002")
+    now = sa.func.now()
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (slug, name, is_active, created_at) "
+                             "VALUES ('acme', 'Acme', :t, :now)"), {"t": True, "now": "2026-11-29 12:00:00"})
+        conn.execute(sa.text("INSERT INTO erp_webhooks (tenant_id, url, secret, events, is_active, "
+                             "consecutive_failures, created_at) VALUES (1, 'https://example.com/h', 'whsec_x', "
+                             "'[]', :t, 0, '2026-11-29 12:00:00')"), {"t": True})
+        conn.execute(sa.text("INSERT INTO erp_webhook_deliveries (tenant_id, webhook_id, delivery_id, event, "
+                             "payload, status, attempts, created_at, updated_at) VALUES (1, 1, 'msg_legacy', "
+                             "'deal.created', '{}', 'delivering', 2, '2026-11-29 12:00:00', "
+                             "'2026-11-29 12:00:00')"))
+    del now
+    upgrade(engine)
+    with engine.connect() as conn:
+        status, attempts, due = conn.execute(sa.text(
+            "SELECT status, attempts, next_retry_at FROM erp_webhook_deliveries")).one()
+    assert (status, attempts) == ("failed", 1) and due is not None
+    assert "jobs_done" not in {c["name"] for c in sa.inspect(engine).get_columns("runners")}
+    assert current_revision(engine) == head_revision()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import testjobs
 from draining import drain
 from erpq.models import AuditLog, FailedJob, JobBatch, JobRun, ScheduleState, Tenant, User
-from erpq.ops import Actor, Conflict, NotFound, Ops, OpsError, ReadOnly
+from erpq.ops import Actor, Conflict, Invalid, NotFound, Ops, OpsError, ReadOnly
 from erpq.runtime import Runtime, locks
 
 PERIODIC = "erp:check-system-health"
@@ -103,10 +103,38 @@ def test_missing_records_are_not_found(runtime, ops):
         ops.retry([12345])
     with pytest.raises(NotFound, match="no-lock"):
         ops.release_lock("no-lock")
-    after = snapshot(runtime)
-    # retry and forget of unknown ids write their audit row before looking: allow only that
-    assert {k: v for k, v in after.items() if k != "audit_log"} == \
-        {k: v for k, v in before.items() if k != "audit_log"}
+    with pytest.raises(NotFound, match="12345"):
+        ops.forget([12345])
+    with pytest.raises(NotFound, match="12345"):
+        ops.restore([12345])
+    # a refused action writes no audit row either
+    assert snapshot(runtime) == before
+
+
+def test_restore_without_ids_is_refused_unless_asked(runtime, ops):
+    fids = [make_failure(runtime) for _ in range(2)]
+    ops.forget(fids)
+    before = snapshot(runtime)
+    for call in (lambda: ops.restore(), lambda: ops.restore([]), lambda: ops.restore(None, None)):
+        with pytest.raises(Invalid, match="restore what"):
+            call()
+    assert snapshot(runtime) == before and ops.count_failed() == 0
+    with pytest.raises(NotFound):  # not hidden: nothing to bring back
+        ops.restore([make_failure(runtime)])
+    assert ops.restore(everything=True) == 2
+    assert ops.count_failed() == 3
+
+
+def test_dispatching_a_periodic_task_with_arguments_is_refused(runtime, ops):
+    before = snapshot(runtime)
+    with pytest.raises(Invalid, match=f"{PERIODIC}.*no arguments") as info:
+        ops.dispatch(PERIODIC, [1])
+    assert "\n" not in str(info.value)
+    with pytest.raises(Invalid, match="no arguments"):
+        ops.dispatch(PERIODIC, kwargs={"tenant": "acme"})
+    assert snapshot(runtime) == before
+    ops.dispatch(PERIODIC)  # without arguments it is queued
+    assert runtime.huey.pending_count() == before["pending"] + 1
 
 
 # ---------------------------------------------------------------- read-only

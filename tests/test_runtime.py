@@ -190,7 +190,8 @@ def test_forget_restore_flush_prune(rt, ops):
     assert ops.failed().total == 3
     assert ops.prune_failed(hours=0) == 3
     assert failed_rows(rt) == []
-    assert ops.restore(ids) == 0
+    with pytest.raises(NotFound):  # pruned: nothing left to bring back
+        ops.restore(ids)
 
 
 # ---------------------------------------------------------------- batches

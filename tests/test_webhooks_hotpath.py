@@ -115,18 +115,3 @@ def test_the_retry_task_counts_a_lost_job_as_an_attempt(tmp_path, receiver):
     finally:
         set_current(None)
         rt.close()
-
-
-def test_a_legacy_delivering_row_is_still_claimed_and_not_counted_again(runtime, receiver):
-    receiver.expect_request("/hook").respond_with_data("ok")
-    tenant = add_tenant(runtime)
-    subscribe(runtime, tenant, hook_url(receiver))
-    WebhookService(runtime).queue_delivery("deal.created", {"id": 1}, tenant)
-    grace = runtime.settings.webhooks.pending_grace_s + 2 * runtime.settings.webhooks.timeout_s
-    with runtime.session() as s:  # as an earlier version left it: counted up front, runner gone
-        s.execute(sa.update(WebhookDelivery).values(
-            status="delivering", attempts=1, updated_at=utcnow() - dt.timedelta(seconds=grace + 60)))
-    assert wd.retry_webhook_deliveries() == 1
-    assert delivery(runtime).attempts == 1
-    assert wd.deliver(runtime, 1, delivery(runtime).job_id) == "delivered"
-    assert delivery(runtime).attempts == 2

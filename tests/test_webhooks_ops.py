@@ -88,7 +88,7 @@ def test_deliveries_are_paged_newest_first_filtered_and_searched(runtime, ops, t
     assert d["delivered_at"].endswith("Z") and d["created_at"].endswith("Z")
 
     counts = ops.webhooks.delivery_counts()
-    assert counts == {"pending": 6, "delivering": 0, "delivered": 4, "failed": 0, "dead": 0}
+    assert counts == {"pending": 6, "delivered": 4, "failed": 0, "dead": 0}
 
 
 def test_actions_are_audited_and_do_what_they_say(runtime, ops, tenant, receiver):

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..models import SystemHealth, Tenant
-from ..ops import OpsSection
+from ..ops import OpsSection, audited
 from ..ops.base import _Record
 from .capability import METRICS
 from .service import check_system_health
@@ -58,9 +58,10 @@ class HealthOps(OpsSection):
         h = self.settings
         return {m: (getattr(h, f"{m}_warning"), getattr(h, f"{m}_critical")) for m in METRICS}
 
+    @audited
     def check(self) -> list[HealthInfo]:
         """Take a reading now (what erp:check-system-health does) and return it."""
-        self.check_writable("health.check")
+        self._act("health.check", None, "erpq health --check")
         with self.rt.session() as s:
             check_system_health(s, self.rt)
         return self.latest()

@@ -122,6 +122,15 @@ def normalise_message(message: str) -> str:
     return text[:200]
 
 
+def text_search(columns, search: str):
+    """A WHERE clause: ``search`` found in any of ``columns``, ignoring case, the same
+    way on every backend (ILIKE on PostgreSQL, lower() LIKE lower() elsewhere);
+    ``%`` and ``_`` in ``search`` are literal."""
+    escaped = search.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    like = f"%{escaped}%"
+    return sa.or_(*(c.ilike(like, escape="/") for c in columns))
+
+
 def _audited(method):
     """Write the audit rows an action queued with ``_act`` only if it succeeds."""
 

@@ -13,7 +13,17 @@ from ..db import utcnow
 from ..models import FailedJob, JobRun
 from ..runtime.history import summarize_args
 from ..runtime.registry import JOBS
-from .base import NotFound, OpsCore, OpsError, Page, _audited, _Record, normalise_message
+from .base import (
+    Invalid,
+    NotFound,
+    OpsCore,
+    OpsError,
+    Page,
+    _audited,
+    _Record,
+    normalise_message,
+    text_search,
+)
 
 # ====================================================================== records
 
@@ -58,9 +68,8 @@ class FailedOps(OpsCore):
         if task:
             q = q.where(FailedJob.task_name == task)
         if search:
-            like = f"%{search}%"
-            q = q.where(sa.or_(FailedJob.task_name.like(like), FailedJob.exception.like(like),
-                               FailedJob.exception_type.like(like), FailedJob.task_id.like(like)))
+            q = q.where(text_search((FailedJob.task_name, FailedJob.exception, FailedJob.exception_type,
+                                     FailedJob.task_id), search))
         return q
 
     def failed(self, offset: int = 0, limit: int = 50, task: str | None = None,
@@ -207,17 +216,29 @@ class FailedOps(OpsCore):
         return n, mark
 
     @_audited
-    def restore(self, ids: list[int] | None = None, since: dt.datetime | None = None) -> int:
-        """Undo forget/flush: bring back forgotten failed jobs (by id, or hidden since a time)."""
-        self._act("failed.restore", ",".join(map(str, ids or [])) or str(since), "erpq queue restore"
-                  + (" " + " ".join(map(str, ids)) if ids else ""))
+    def restore(self, ids: list[int] | int | None = None, since: dt.datetime | None = None,
+                everything: bool = False) -> int:
+        """Undo forget/flush: bring back forgotten failed jobs, by id or hidden since a time.
+
+        Without ids or ``since`` nothing is assumed: ``everything=True`` must ask
+        for every hidden failure explicitly. Ids none of which is hidden raise
+        ``NotFound``, as ``forget`` does.
+        """
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if not ids and since is None and not everything:
+            raise Invalid("restore what? give failed job ids, a time (since) or everything=True")
+        self._act("failed.restore", ",".join(map(str, ids[:20])) or (str(since) if since else "*"),
+                  "erpq queue restore" + (" " + " ".join(map(str, ids[:20])) if ids else ""))
         q = sa.update(FailedJob).where(FailedJob.deleted_at.is_not(None))
         if ids:
             q = q.where(FailedJob.id.in_(ids))
         if since is not None:
             q = q.where(FailedJob.deleted_at >= since)
         with self.rt.session() as s:
-            return s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
+            n = s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
+        if ids and not n:
+            raise NotFound(f"no forgotten failed job with id {', '.join(map(str, ids))}")
+        return n
 
     @_audited
     def prune_failed(self, hours: float) -> int:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from ..db import utcnow
 from ..models import JobBatch, JobRun, Lock, Runner
 from ..runtime import locks
-from .base import Conflict, NotFound, OpsCore, Page, _audited, _Record
+from .base import Conflict, NotFound, OpsCore, Page, _audited, _Record, text_search
 
 # ====================================================================== records
 
@@ -96,9 +96,7 @@ class FleetOps(OpsCore):
         if status:
             q = q.where(JobRun.status == status)
         if search:
-            like = f"%{search}%"
-            q = q.where(sa.or_(JobRun.task_name.like(like), JobRun.args_summary.like(like),
-                               JobRun.error.like(like), JobRun.task_id.like(like)))
+            q = q.where(text_search((JobRun.task_name, JobRun.args_summary, JobRun.error, JobRun.task_id), search))
         with self.rt.read_session() as s:
             rows = s.scalars(q.order_by(JobRun.id.desc()).offset(offset).limit(limit)).all()
             total = (s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0) if with_total else -1

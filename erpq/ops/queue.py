@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from ..models import FailedJob
 from ..runtime import UnknownTask
 from ..runtime.history import summarize_args
-from .base import NotFound, OpsCore, OpsError, Page, _audited, _Record
+from ..runtime.registry import JOBS
+from .base import Invalid, NotFound, OpsCore, OpsError, Page, _audited, _Record
 
 # ====================================================================== records
 
@@ -146,6 +147,10 @@ class QueueOps(OpsCore):
             known = ", ".join(sorted(self.rt.tasks))
             raise NotFound(f"unknown task {task_name!r} (known: {known})")
         args, kwargs = list(args or []), dict(kwargs or {})
+        spec = JOBS.get(task_name)
+        if spec is not None and spec.periodic and (args or kwargs):
+            raise Invalid(f"{task_name!r} is a periodic task and takes no arguments "
+                          f"(run it with: erpq schedule run {task_name})")
         reserved = {"eta", "delay", "id", "retries", "retry_delay", "retry_backoff", "priority",
                     "expires", "timeout"} & set(kwargs)
         if reserved:
@@ -164,7 +169,7 @@ class QueueOps(OpsCore):
 
 def _matches(info: JobInfo, search: str) -> bool:
     s = search.lower()
-    return s in info.task_name.lower() or s in info.args_summary.lower() or s in info.id
+    return s in info.task_name.lower() or s in info.args_summary.lower() or s in info.id.lower()
 
 
 def _key_text(key) -> str:

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from huey import Huey
-from huey.exceptions import CancelExecution
+from huey.exceptions import CancelExecution, HueyException
 from sqlalchemy.exc import IntegrityError
 
 from ..db import session_scope, utcnow
 from ..models import FailedJob, JobRun
-from . import locks
+from . import locks, retry
 from .history import json_safe
 from .registry import JOBS, periodic_specs
 from .schedule import due_tick
@@ -54,6 +54,20 @@ class _Run:
     lock: str | None = None
 
 
+class UnknownTaskError(LookupError):
+    """Task data naming a job that is not registered in this runner."""
+
+    def __init__(self, huey_name: str):
+        #: Huey's identifier is "module.JobName"; the job's name is its last part.
+        self.huey_name, self.name = huey_name, job_name(huey_name)
+        super().__init__(f"unknown task {self.name}: not registered in this runner")
+
+
+def job_name(huey_name: str) -> str:
+    """The job name in Huey's task identifier ("module.JobName")."""
+    return huey_name.rsplit(".", 1)[-1]
+
+
 _VERBS = {"success": "Processed", "retrying": "Retrying", "failed": "Failed"}
 
 
@@ -72,6 +86,10 @@ class ErpqHuey(Huey):
         self.on_shutdown("erpq")(self._release_pending)
 
     # ------------------------------------------------------------ messages
+    # PRIVATE Huey name: Huey._registry (create_message, create_task,
+    # string_to_task), used here and in deserialize_task/record_failure because
+    # erpq's envelope is (Huey message, meta): Huey's public serialize_task and
+    # deserialize_task only handle the bare message, and are what this overrides.
     def serialize_task(self, task):
         meta = getattr(task, "erpq", None)
         if meta is None:
@@ -79,15 +97,43 @@ class ErpqHuey(Huey):
         meta.setdefault("enqueued_at", time.time())
         return self.serializer.serialize((self._registry.create_message(task), meta))
 
-    def deserialize_task(self, data):
+    def decode(self, data) -> tuple:
+        """(Huey message, erpq meta) of serialized task data."""
         obj = self.serializer.deserialize(data)
         if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict):
-            message, meta = obj
-        else:  # a message enqueued by plain Huey
-            message, meta = obj, {}
+            return obj
+        return obj, {}  # a message enqueued by plain Huey
+
+    def deserialize_task(self, data):
+        message, meta = self.decode(data)
+        try:
+            self._registry.string_to_task(message.name)
+        except HueyException:  # Huey's "X not found in TaskRegistry"
+            raise UnknownTaskError(message.name) from None
         task = self._registry.create_task(message)
         task.erpq = meta
         return task
+
+    def dequeue(self):
+        """The next task; a task that cannot be read (unknown to this runner,
+        undecodable) goes to failed_jobs and the next one is taken. Plain Huey
+        would log it and lose it."""
+        while True:
+            data = self.storage.dequeue()
+            if data is None:
+                return None
+            try:
+                return self.deserialize_task(data)
+            except Exception as exc:
+                try:
+                    self.record_unreadable(data, exc)
+                except Exception:
+                    # Not recorded: keep the claim, so recovery finds it later.
+                    if hasattr(self.storage, "drop_claim"):
+                        self.storage.drop_claim()
+                    raise
+                if hasattr(self.storage, "finish_claim"):
+                    self.storage.finish_claim()
 
     def delete(self, key):
         # Huey clears a finished task's revoke flag here, one transaction per
@@ -158,7 +204,14 @@ class ErpqHuey(Huey):
         run.exception = exception
         run.final = exception is not None and not task.retries
         if exception is not None and task.retries:
-            # Huey re-queues this same task object right after this hook.
+            # Huey re-queues this same task object right after this hook, after
+            # task.retry_delay seconds (none: straight to the queue). The job's
+            # strategy sets that delay; retry_backoff is zeroed so Huey does not
+            # multiply it on top.
+            spec = JOBS.get(task.name)
+            if spec is not None:
+                task.retry_delay = spec.strategy.delay(run.attempt, retry.not_before(exception))
+                task.retry_backoff = 0
             task.erpq["attempt"] = run.attempt + 1
             task.erpq["enqueued_at"] = time.time()
 
@@ -221,27 +274,66 @@ class ErpqHuey(Huey):
     def record_failure(self, task, exc: BaseException | None, attempts: int,
                        reason: str = "error", message: str | None = None) -> int:
         """Write a failed_jobs row for ``task`` (synchronously: failures must not be lost)."""
-        rt = self.runtime
         meta = task.erpq
         if exc is not None:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             exc_type, text = type(exc).__name__, str(exc) or type(exc).__name__
         else:
             tb, exc_type, text = None, "Abandoned", message or "abandoned"
+        return self._write_failure(
+            task_id=task.id, task_name=task.name, args=list(task.args), kwargs=task.kwargs, meta=meta,
+            payload=self.serializer.serialize((self._registry.create_message(task), meta)),
+            exc_type=exc_type, text=text, tb=tb, attempts=attempts, reason=reason,
+        )
+
+    def record_unreadable(self, data: bytes, exc: BaseException, runner: str | None = None) -> int:
+        """Write a failed_jobs row for task data this runner cannot run: its job is
+        not registered here (reason ``unknown_task``) or it cannot be decoded
+        (``unreadable``). The row keeps the exact data, for a retry once the job
+        is back. A job of a batch counts as failed there."""
+        try:
+            message, meta = self.decode(data)
+            task_id, name = str(message.id), job_name(str(message.name))
+            args, kwargs = list(message.args or ()), dict(message.kwargs or {})
+        except Exception:
+            message, meta, task_id, name, args, kwargs = None, {}, "?", "?", [], {}
+        if isinstance(exc, UnknownTaskError):
+            reason, exc_type, text, tb = "unknown_task", "UnknownTask", str(exc), None
+        else:
+            reason, exc_type = "unreadable", type(exc).__name__
+            text = f"cannot read the task: {exc}"
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        row_id = self._write_failure(
+            task_id=task_id, task_name=name, args=args, kwargs=kwargs, meta=meta, payload=bytes(data),
+            exc_type=exc_type, text=text, tb=tb, attempts=meta.get("attempt", 1), reason=reason,
+            runner=runner,
+        )
+        if meta.get("run_id") is not None:
+            with session_scope(self.runtime.Session) as s:
+                s.execute(sa.update(JobRun).where(JobRun.id == meta["run_id"]).values(
+                    status="failed", finished_at=utcnow(), error=text[:2000]))
+        if meta.get("batch_id"):
+            self.runtime.history.batch_done(meta["batch_id"], task_id)
+        log.error("Failed job: %s %s (%s)", name, task_id, text)
+        return row_id
+
+    def _write_failure(self, *, task_id, task_name, args, kwargs, meta, payload, exc_type, text, tb,
+                       attempts, reason, runner=None) -> int:
+        rt = self.runtime
         with session_scope(rt.Session) as s:
             row = FailedJob(
-                task_id=task.id,
-                task_name=task.name,
-                args=json_safe({"args": list(task.args), "kwargs": task.kwargs}),
-                payload=self.serializer.serialize((self._registry.create_message(task), meta)),
+                task_id=task_id,
+                task_name=task_name,
+                args=json_safe({"args": args, "kwargs": kwargs}),
+                payload=payload,
                 exception_type=exc_type[:128],
                 exception=text[:4000],
                 traceback=tb,
                 attempts=attempts,
                 reason=reason,
-                tenant_id=meta.get("tenant_id") or task.kwargs.get("tenant_id"),
+                tenant_id=meta.get("tenant_id") or kwargs.get("tenant_id"),
                 batch_id=meta.get("batch_id"),
-                runner=rt.runner_id,
+                runner=runner or rt.runner_id,
                 retry_of=meta.get("retry_of"),
             )
             s.add(row)

@@ -5,18 +5,19 @@ schema is current (a SQLite database upgrades itself; a server database must be
 upgraded with ``erpq db upgrade``), builds ``ErpqHuey`` on the configured store
 and registers every job and periodic task of the registry on it.
 
+Recovery of dead runners' work, retention pruning and the log file live in
+``recovery``, ``retention`` and ``log``; ``Runtime.recover_dead_runners`` and
+``Runtime.prune`` delegate to them.
+
 ``current()`` returns the process's runtime, built from the config found by
 ``erpq.config.find_config`` on first use; jobs use it to reach the database.
 """
 
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import logging
-import logging.handlers
 import os
-import queue
 import socket
 import threading
 import time
@@ -39,10 +40,11 @@ from ..db import (
     upgrade,
     utcnow,
 )
-from ..models import FailedJob, JobBatch, JobRun, Runner, ScheduleState, SystemHealth
-from . import locks
+from ..models import JobBatch, ScheduleState
+from . import recovery, retention
 from .app import ErpqHuey
 from .history import HistoryWriter
+from .log import configure_logging, job_logger, release_logging
 from .registry import JOBS, load_capabilities
 from .store import ReliableRedisStorage, ReliableSqliteStorage
 
@@ -223,262 +225,14 @@ class Runtime:
         with self.read_session() as s:
             return set(s.scalars(sa.select(ScheduleState.name).where(ScheduleState.paused.is_(True))))
 
-    # ------------------------------------------------------------ recovery
+    # ------------------------------------------------------------ recovery, retention
     def recover_dead_runners(self) -> int:
-        """Re-enqueue the in-flight work of runners that stopped heart-beating.
+        """Re-enqueue the in-flight work of dead runners (``recovery.recover_dead_runners``)."""
+        return recovery.recover_dead_runners(self)
 
-        Returns how many jobs were re-enqueued or abandoned. Safe to call from
-        several runners at once: a lease lock makes one of them do it.
-        """
-        storage = self.huey.storage
-        holders = storage.inflight_runners()
-        holders.pop(self.runner_id, None)
-        if not holders:
-            return 0
-        dead = self._dead_runners(holders)
-        if not dead:
-            return 0
-        if not locks.acquire(self.Session, "erpq:reaper", self.runner_id, 60):
-            return 0
-        try:
-            return sum(self._recover_runner(r) for r in dead)
-        finally:
-            locks.release(self.Session, "erpq:reaper", self.runner_id)
-
-    def _dead_runners(self, holders: dict[str, float | None]) -> list[str]:
-        now = utcnow()
-        limit = self.settings.runner.dead_after_s
-        host = socket.gethostname()
-        with self.read_session() as s:
-            rows = {r.id: r for r in s.scalars(sa.select(Runner).where(Runner.id.in_(list(holders))))}
-        dead = []
-        for rid, oldest in holders.items():
-            r = rows.get(rid)
-            if r is None:
-                if oldest is None or time.time() - oldest > limit:
-                    dead.append(rid)
-            elif (r.stopped_at is not None or (now - r.heartbeat_at).total_seconds() > limit
-                  or (r.host == host and not _pid_alive(r.pid))):
-                dead.append(rid)
-        return dead
-
-    def _recover_runner(self, runner: str) -> int:
-        huey, storage = self.huey, self.huey.storage
-        decisions: list[tuple[object, bytes | None]] = []
-        max_rec = self.settings.runner.max_recoveries
-        for key, _, _, data in storage.inflight_of(runner):
-            try:
-                task = huey.deserialize_task(data)
-            except Exception:
-                log.exception("dropping unreadable in-flight task of runner %s", runner)
-                decisions.append((key, None))
-                continue
-            n = task.erpq.get("recoveries", 0) + 1
-            task.erpq["recoveries"] = n
-            if n > max_rec:
-                msg = f"abandoned: its runner died while running it {n} times (runner.max_recoveries={max_rec})"
-                huey.record_failure(task, None, attempts=task.erpq.get("attempt", 1),
-                                    reason="abandoned", message=msg)
-                self._close_abandoned_run(task, msg)
-                log.warning("Abandoned job: %s %s (%s)", task.name, task.id, msg)
-                decisions.append((key, None))
-            else:
-                log.warning("Recovered job: %s %s from dead runner %s (recovery %d)",
-                            task.name, task.id, runner, n)
-                decisions.append((key, huey.serialize_task(task)))
-        taken = storage.requeue_claims(decisions, runner=runner)
-        locks.release_all(self.Session, runner)
-        with self.session() as s:
-            s.execute(sa.update(Runner).where(Runner.id == runner, Runner.stopped_at.is_(None))
-                      .values(stopped_at=utcnow()))
-        return taken
-
-    def _close_abandoned_run(self, task, error: str) -> None:
-        """The run history shows an abandoned job as such: its periodic run row is
-        closed, a job gets a row of its own."""
-        now, meta = utcnow(), task.erpq
-        if meta.get("run_id") is not None:
-            with self.session() as s:
-                s.execute(sa.update(JobRun).where(JobRun.id == meta["run_id"])
-                          .values(status="abandoned", finished_at=now, error=error[:2000]))
-            return
-        started = meta.get("enqueued_at") or time.time()
-        self.history.add_job_run(task, meta, "abandoned", meta.get("attempt", 1), started,
-                                 now.timestamp(), now.timestamp() - started, error)
-
-    # ------------------------------------------------------------ retention
     def prune(self) -> dict[str, int]:
-        """Delete history, failed jobs and health rows past their retention."""
-        r = self.settings.retention
-        now = utcnow()
-        out = {}
-        with self.session() as s:
-            out["job_runs"] = s.execute(sa.delete(JobRun).where(
-                JobRun.finished_at < now - dt.timedelta(days=r.history_days))).rowcount
-            cutoff = s.scalar(sa.select(JobRun.id).order_by(JobRun.id.desc())
-                              .offset(r.history_rows).limit(1))
-            if cutoff is not None:
-                out["job_runs"] += s.execute(sa.delete(JobRun).where(JobRun.id <= cutoff)).rowcount
-            out["failed_jobs"] = s.execute(sa.delete(FailedJob).where(sa.or_(
-                FailedJob.failed_at < now - dt.timedelta(days=r.failed_days),
-                FailedJob.deleted_at < now - dt.timedelta(minutes=r.undo_minutes)))).rowcount
-            out["system_health"] = s.execute(sa.delete(SystemHealth).where(
-                SystemHealth.checked_at < now - dt.timedelta(days=r.health_days))).rowcount
-        return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _FastQueueHandler(logging.handlers.QueueHandler):
-    """Queue the record as is: the writer formats it (erpq's log arguments are
-    immutable strings and numbers, so deferring the formatting is safe)."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-class _BatchFileWriter:
-    """Writes queued log records to a file in batches: one write, one flush and
-    one rotation check (reopen when logrotate moved the file) per batch, instead
-    of per line, so two lines per job cost the workers almost nothing."""
-
-    INTERVAL_S = 0.2
-
-    def __init__(self, path, records: queue.SimpleQueue, formatter: logging.Formatter):
-        self.path, self.records, self.formatter = str(path), records, formatter
-        self._fh = open(self.path, "a", encoding="utf-8")
-        self._ino = os.fstat(self._fh.fileno()).st_ino
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="erpq-log", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # Poll rather than block on get(): a blocked reader is woken by every
-        # put, and that wake-up (a GIL hand-over per log line) is what costs.
-        while True:
-            self._stopping.wait(self.INTERVAL_S)
-            batch = []
-            while True:
-                try:
-                    batch.append(self.records.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(r is None for r in batch)
-            lines = [self._format(r) for r in batch if r is not None]
-            if lines:
-                self._write("\n".join(lines) + "\n")
-            if stop:
-                self._fh.close()
-                return
-
-    def _format(self, record) -> str:
-        try:
-            if isinstance(record, tuple):  # from job_log(): (epoch, level, thread, msg, args)
-                ts, level, thread, msg, args = record
-                return f"{self._asctime(ts)} {level} [{thread}] {msg % args}"
-            return self.formatter.format(record)
-        except Exception:
-            return f"(unformattable log record: {record!r})"
-
-    _second: tuple[int, str] = (-1, "")
-
-    def _asctime(self, ts: float) -> str:
-        sec = int(ts)
-        if sec != self._second[0]:
-            self._second = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
-        return f"{self._second[1]},{int((ts - sec) * 1000):03d}"
-
-    def _write(self, text: str) -> None:
-        try:
-            if os.stat(self.path).st_ino != self._ino:
-                raise FileNotFoundError
-        except FileNotFoundError:
-            self._fh.close()
-            self._fh = open(self.path, "a", encoding="utf-8")
-            self._ino = os.fstat(self._fh.fileno()).st_ino
-        self._fh.write(text)
-        self._fh.flush()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.records.put(None)
-            self._stopping.set()
-            self._thread.join(timeout=5)
-
-
-_log_handlers: dict[str, tuple[list, int]] = {}
-_log_lock = threading.Lock()
-
-
-def configure_logging(settings: Settings) -> str | None:
-    """Send erpq's log lines (and Huey's warnings) to the configured file.
-
-    Writers are shared per file and counted; ``release_logging`` with the
-    returned key detaches them when the last runtime using the file closes.
-    """
-    path = settings.path(settings.log.path)
-    key = str(path.resolve())
-    logging.getLogger("erpq").setLevel(settings.log.level.upper())
-    with _log_lock:
-        if key in _log_handlers:
-            handlers, count = _log_handlers[key]
-            _log_handlers[key] = (handlers, count + 1)
-            return key
-        fmt = logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(message)s")
-        records: queue.SimpleQueue = queue.SimpleQueue()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = _BatchFileWriter(path, records, fmt)
-        except OSError as exc:
-            logging.getLogger("erpq").warning("cannot open log file %s: %s", path, exc)
-            return None
-        erpq_handler = _FastQueueHandler(records)
-        huey_handler = _FastQueueHandler(records)
-        huey_handler.setLevel(logging.WARNING)  # Huey's own warnings: task exceptions with tracebacks
-        logging.getLogger("erpq").addHandler(erpq_handler)
-        logging.getLogger("huey").addHandler(huey_handler)
-        _log_handlers[key] = ([erpq_handler, huey_handler, writer], 1)
-        atexit.register(writer.stop)  # write what is queued when the process ends
-        return key
-
-
-def job_logger(key: str | None):
-    """A cheap ``log(level, msg, *args)`` for the per-job lines: it queues a tuple
-    for the file writer instead of building a LogRecord (two lines per job)."""
-    logger = logging.getLogger("erpq.runner")
-    if key is None or key not in _log_handlers:
-        return logger.log
-    records = _log_handlers[key][0][2].records
-    names = logging.getLevelName
-
-    def log(level: int, msg: str, *args) -> None:
-        if logger.isEnabledFor(level):
-            records.put((time.time(), names(level), threading.current_thread().name, msg, args))
-
-    return log
-
-
-def release_logging(key: str | None) -> None:
-    if key is None:
-        return
-    with _log_lock:
-        handlers, count = _log_handlers.get(key, ([], 0))
-        if count > 1:
-            _log_handlers[key] = (handlers, count - 1)
-            return
-        _log_handlers.pop(key, None)
-    erpq_handler, huey_handler, writer = handlers
-    logging.getLogger("erpq").removeHandler(erpq_handler)
-    logging.getLogger("huey").removeHandler(huey_handler)
-    writer.stop()  # writes what is still queued
+        """Delete rows past their retention (``retention.prune``)."""
+        return retention.prune(self)
 
 
 # ------------------------------------------------------------ the process's runtime

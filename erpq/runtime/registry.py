@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .retry import Strategy, legacy
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -41,6 +43,13 @@ class JobSpec:
     cron: str = ""
     #: The capability that declared it ("" for jobs declared outside one, e.g. in tests).
     capability: str = ""
+    #: How long to wait before each retry (None: ``retry_delay``/``retry_backoff``, Huey's pair).
+    retry: Strategy | None = None
+
+    @property
+    def strategy(self) -> Strategy:
+        """The retry strategy in effect (the declared one, else the legacy pair's)."""
+        return self.retry if self.retry is not None else legacy(self.retry_delay, self.retry_backoff)
 
 
 JOBS: dict[str, JobSpec] = {}
@@ -64,25 +73,32 @@ def job(
     retries: int = 0,
     retry_delay: float = 0,
     retry_backoff: float = 0,
+    retry: Strategy | None = None,
     timeout: float | None = None,
     description: str = "",
     capability: str = "",
 ) -> Callable[[Callable], Callable]:
-    """Declare a queued job. ``retries`` extra attempts, ``retry_delay`` seconds
-    before the first, multiplied by ``retry_backoff`` each time (0: constant)."""
+    """Declare a queued job. ``retries`` extra attempts, each after the delay of
+    the ``retry`` strategy (``erpq.runtime.retry``: ``Fixed``, ``Exponential``,
+    ``Delays``); without one, ``retry_delay`` seconds before the first,
+    multiplied by ``retry_backoff`` each time (0: constant)."""
+    if retry is not None and (retry_delay or retry_backoff):
+        raise ValueError(f"job {name!r}: give retry= or retry_delay/retry_backoff, not both")
+    if retry is not None and not isinstance(retry, Strategy):
+        raise TypeError(f"job {name!r}: retry= takes a retry strategy (erpq.runtime.retry), not {retry!r}")
 
     def decorator(func: Callable) -> Callable:
         doc = (func.__doc__ or "").strip().splitlines()
         summary = description or (doc[0] if doc else "")
         _register(JobSpec(name, func, retries, retry_delay, retry_backoff, timeout, summary,
-                          capability=capability))
+                          capability=capability, retry=retry))
         return func
 
     return decorator
 
 
 def periodic(name: str, *, cron: str, description: str, retries: int = 0,
-             capability: str = "") -> Callable[[Callable], Callable]:
+             retry: Strategy | None = None, capability: str = "") -> Callable[[Callable], Callable]:
     """Declare a periodic task firing on ``cron`` (five fields) unless config overrides it."""
     from croniter import croniter
 
@@ -91,7 +107,7 @@ def periodic(name: str, *, cron: str, description: str, retries: int = 0,
 
     def decorator(func: Callable) -> Callable:
         _register(JobSpec(name, func, retries, description=description, periodic=True, cron=cron,
-                          capability=capability))
+                          capability=capability, retry=retry))
         return func
 
     return decorator

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from huey.consumer import Consumer
+from huey.consumer import Consumer, Scheduler
 
 from .. import events
 from ..db import session_scope, utcnow
@@ -51,7 +51,7 @@ class Heartbeat:
             s.merge(Runner(id=rt.runner_id, host=socket.gethostname(), pid=os.getpid(),
                            workers=self.workers, periodic=self.periodic, kind=self.kind,
                            queue=rt.queue_label, started_at=utcnow(), heartbeat_at=utcnow(),
-                           stopped_at=None, jobs_done=0))
+                           stopped_at=None))
         register = getattr(rt.huey.storage, "register_runner", None)
         if register is not None:
             register()
@@ -112,7 +112,18 @@ class Heartbeat:
             log.exception("runner housekeeping failed: %s", getattr(fn, "__name__", fn))
 
 
+class ErpqScheduler(Scheduler):
+    """Huey's scheduler checking periodic tasks every ``runner.periodic_check_s``
+    (Huey: 60 s); set through the consumer's public ``scheduler_class``."""
+
+    def __init__(self, huey, *args, **kwargs):
+        super().__init__(huey, *args, **kwargs)
+        self.periodic_task_seconds = huey.runtime.settings.runner.periodic_check_s
+
+
 class ErpqConsumer(Consumer):
+    scheduler_class = ErpqScheduler
+
     def __init__(self, huey, embedded: bool = False, kind: str = "consumer", **options):
         self.embedded = embedded
         options.setdefault("workers", huey.runtime.settings.queue.workers)
@@ -124,15 +135,12 @@ class ErpqConsumer(Consumer):
             raise ConfigurationError("erpq runs thread workers only: use -k thread")
         self.heartbeat = Heartbeat(huey.runtime, self.workers, self.periodic, kind)
 
-    def _create_scheduler(self):
-        scheduler = super()._create_scheduler()
-        scheduler.periodic_task_seconds = self.huey.runtime.settings.runner.periodic_check_s
-        return scheduler
-
     def start(self):
         self.heartbeat.start()
         super().start()
 
+    # PRIVATE Huey name: Consumer._set_signal_handlers, the only way to start a
+    # consumer off the main thread (start() installs handlers; no public switch).
     def _set_signal_handlers(self):
         if not self.embedded:
             super()._set_signal_handlers()

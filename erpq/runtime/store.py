@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from huey.storage import RedisStorage, SqliteStorage
 
 #: A claim is (claim key, runner id, claimed_at epoch or None, serialized task).
 Claim = tuple[object, str, float | None, bytes]
-#: Given a claimed task's data: the data to put back on the queue, or None to abandon it.
-Transform = Callable[[bytes], bytes | None]
 
 
 class _ClaimState(threading.local):

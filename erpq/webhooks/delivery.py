@@ -16,11 +16,11 @@ An attempt whose runner died during the POST is not counted: the runtime
 re-runs the job (and after ``runner.max_recoveries`` abandons it to
 failed_jobs); the retry task then counts the lost job as an attempt when it
 re-enqueues the delivery, so a delivery that keeps killing its runner still
-runs out of attempts. Rows in the old ``delivering`` state (written by earlier
-versions, which counted attempts up front) are still claimed and recovered.
+runs out of attempts.
 
 Retries are not Huey retries: a failed attempt records ``next_retry_at`` from
-the backoff schedule (or the receiver's ``Retry-After``) and enqueues the next
+the backoff schedule (a ``erpq.runtime.retry.Delays`` strategy, with the receiver's
+``Retry-After`` as a floor) and enqueues the next
 attempt with that exact ETA, only after the failure is committed.
 ``erp:retry-webhook-deliveries`` is the safety net for jobs lost in a crash
 (see ``requeue_stalled``).
@@ -56,15 +56,16 @@ from sqlalchemy.orm import Session
 from ..db import utcnow
 from ..models import Webhook, WebhookDelivery
 from ..runtime import current
+from ..runtime.retry import Delays
 from . import guard, prepared
 from .capability import CAPABILITY, WebhookSettings
 
 log = logging.getLogger("erpq.webhooks")
 
 JOB = "DeliverWebhookJob"
-#: Statuses a job may (re)claim: pending, a failed attempt, or ``delivering``
+#: Statuses a job may (re)claim: pending or a failed attempt.
 #: (written by earlier versions before the POST; a run its runner died in).
-CLAIMABLE = ("pending", "failed", "delivering")
+CLAIMABLE = ("pending", "failed")
 
 
 # ---------------------------------------------------------------- signing
@@ -145,14 +146,6 @@ def client() -> httpx.Client:
                     limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
                 )
     return _client
-
-
-def close_client() -> None:
-    global _client
-    with _client_lock:
-        if _client is not None:
-            _client.close()
-            _client = None
 
 
 def post(http: httpx.Client, target: guard.Target, body: bytes, headers: dict[str, str],
@@ -366,11 +359,17 @@ def backoff_delay(ws: WebhookSettings, attempts: int, retry_after: float | None 
                   rng: random.Random | None = None) -> float:
     """Seconds before attempt ``attempts + 1``: the schedule plus jitter, never
     sooner than the receiver's ``Retry-After`` (capped at a day)."""
-    base = ws.backoff_s[min(attempts, len(ws.backoff_s)) - 1]
-    delay = base * (1 + (rng or random).uniform(0, ws.jitter))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, 86400.0))
-    return delay
+    return retry_strategy(ws).delay(attempts, not_before=retry_after, rng=rng)
+
+
+def retry_strategy(ws: WebhookSettings) -> Delays:
+    """The runtime's retry strategy for ``webhooks.backoff_s`` and ``webhooks.jitter``."""
+    return _strategy(tuple(ws.backoff_s), ws.jitter)
+
+
+@functools.lru_cache(maxsize=8)
+def _strategy(backoff_s: tuple[float, ...], jitter: float) -> Delays:
+    return Delays(backoff_s, jitter=jitter)
 
 
 def end(db: DB, delivery_pk: int, token: str, ending: Ending) -> str:
@@ -485,16 +484,13 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
     """Hand deliveries whose job seems lost to a new token; returns (pk, token, tenant).
 
     Lost means: a failed delivery whose retry time passed more than
-    ``pending_grace_s`` ago, a pending one untouched that long, or one stuck
-    delivering (a row written by an earlier version) for that long plus twice
-    the timeout. If the old job still exists after all, the new token makes it
+    ``pending_grace_s`` ago, or a pending one untouched that long. If the old job still exists after all, the new token makes it
     a no-op. The caller enqueues after committing; a crash in between is
     caught by the next run.
 
     A lost pending or failed job counts as an attempt (attempts are otherwise
     counted with their outcome, and a job whose runner keeps dying mid-POST
     never records one): so a delivery cannot cycle through lost jobs forever.
-    ``delivering`` rows counted theirs when claimed.
     """
     now = now or utcnow()
     grace = dt.timedelta(seconds=ws.pending_grace_s)
@@ -504,18 +500,15 @@ def requeue_stalled(s: Session, ws: WebhookSettings, now: dt.datetime | None = N
     stalled = sa.or_(
         sa.and_(D.status == "failed", D.next_retry_at <= now - grace),
         sa.and_(D.status == "pending", D.updated_at <= now - grace),
-        sa.and_(D.status == "delivering",
-                D.updated_at <= now - grace - dt.timedelta(seconds=2 * ws.timeout_s)),
     )
-    rows = s.execute(sa.select(D.id, D.job_id, D.tenant_id, D.updated_at, D.status).where(stalled)
+    rows = s.execute(sa.select(D.id, D.job_id, D.tenant_id, D.updated_at).where(stalled)
                      .order_by(D.id).limit(limit)).all()
     out = []
-    for pk, old, tenant_id, updated_at, status in rows:
+    for pk, old, tenant_id, updated_at in rows:
         token = new_token()
         same_owner = D.job_id.is_(None) if old is None else D.job_id == old
-        lost = 0 if status == "delivering" else 1
         hit = s.execute(sa.update(D).where(D.id == pk, same_owner, D.updated_at == updated_at)
-                        .values(job_id=token, updated_at=now, attempts=D.attempts + lost)).rowcount
+                        .values(job_id=token, updated_at=now, attempts=D.attempts + 1)).rowcount
         if hit:
             out.append((pk, token, tenant_id))
     return out

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from ..models import Tenant
 from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, text_search
 
 
 @dataclass
@@ -38,7 +38,7 @@ class DeliveryInfo(_Record):
     webhook_id: int
     tenant_id: int
     event: str
-    status: str  # pending | delivering | delivered | failed | dead
+    status: str  # pending | delivered | failed | dead
     attempts: int
     response_code: int | None
     error: str | None
@@ -75,8 +75,7 @@ class WebhookOps(OpsSection):
         if webhook_id is not None:
             q = q.where(D.webhook_id == webhook_id)
         if search:
-            like = f"%{search}%"
-            q = q.where(sa.or_(D.delivery_id.like(like), D.event.like(like), D.error.like(like)))
+            q = q.where(text_search((D.delivery_id, D.event, D.error), search))
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
             rows = s.scalars(q.order_by(D.id.desc()).offset(offset).limit(limit)).all()

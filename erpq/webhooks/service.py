@@ -24,7 +24,7 @@ from ..db import utcnow
 from ..models import Tenant, Webhook, WebhookDelivery
 from . import delivery, guard
 
-STATUSES = ("pending", "delivering", "delivered", "failed", "dead")
+STATUSES = ("pending", "delivered", "failed", "dead")
 
 
 class WebhookError(ValueError):
@@ -172,7 +172,7 @@ def prepare_redelivery(s: Session, ref: str | int) -> tuple[WebhookDelivery, str
     A delivery still pending or being delivered is refused (it is in flight).
     """
     d = get_delivery(s, ref)
-    if d.status in ("pending", "delivering"):
+    if d.status == "pending":
         raise WebhookError(f"delivery {d.delivery_id} is {d.status}: it is already on its way")
     hook = s.get(Webhook, d.webhook_id)
     if hook is None or not hook.is_active:

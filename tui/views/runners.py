@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from ..fmt import span
+from ..fmt import clock, span
 from ..widgets.keyed_table import KeyedTable
 from ..widgets.line import Line
 from .base import View
@@ -76,9 +76,12 @@ class RunnersView(View):
         return table.selected_record
 
     def describe(self, r: Any) -> str:
+        tz, now = self.console.tz, self.console.now()
         if hasattr(r, "holder"):
-            return f"{r.name} held by {r.holder} (task {r.task_id or '—'}) · lease until {r.expires_at:%H:%M:%S}"
-        return f"{r.id} · {r.queue} · periodic {'yes' if r.periodic else 'no'} · started {r.started_at:%H:%M:%S}"
+            return (f"{r.name} held by {r.holder} (task {r.task_id or '—'}) · "
+                    f"lease until {clock(r.expires_at, tz, now)}")
+        return (f"{r.id} · {r.queue} · periodic {'yes' if r.periodic else 'no'} · "
+                f"started {clock(r.started_at, tz, now)}")
 
     def detail(self, ops: Any, r: Any) -> tuple[str, str]:
         title = f"lock {r.name}" if hasattr(r, "holder") else f"runner {r.id}"
@@ -92,7 +95,12 @@ class RunnersView(View):
         lk = self.locks_table.selected_record
         if lk is None:
             return
-        state = "stale" if lk.stale else "LIVE"
-        self.console.perform(f"release lock {lk.name}", lambda ops: ops.release_lock(lk.name),
-                             confirm=f"Release {state} lock {lk.name} held by {lk.holder}?",
-                             done=lambda _: f"lock {lk.name} released")
+        if lk.stale:
+            question = f"Release stale lock {lk.name} (its holder {lk.holder} is gone or its lease ran out)?"
+        else:
+            # A live holder is still running the task: releasing lets a second run start beside it.
+            question = (f"Lock {lk.name} is held by LIVE runner {lk.holder}; releasing it lets the task "
+                        "run twice at once. Release it anyway (--force)?")
+        force = not lk.stale  # a stale lock needs no force; if it became live since, ops refuses
+        self.console.perform(f"release lock {lk.name}", lambda ops: ops.release_lock(lk.name, force=force),
+                             confirm=question, done=lambda _: f"lock {lk.name} released")

@@ -1,0 +1,470 @@
+"""Workflows: per-tenant definitions, ``WorkflowEngine.trigger`` and ``ExecuteWorkflowJob``.
+
+A workflow has a trigger event, conditions on the event's record (``match``
+"all" or "any") and ordered actions: ``notify``, ``email`` (Jinja2 templates),
+``create_activity``, ``update_field``, ``webhook`` (emits ``workflow.fired``,
+which webhook subscriptions receive) and ``wait`` (then continue).
+
+``WorkflowEngine.trigger(event)`` (an event handler for every event) writes one
+run and one instance per matching active workflow (unique per workflow and
+event outbox id, so a re-run fan-out starts nothing twice) and enqueues
+``ExecuteWorkflowJob``. The job claims the instance (one conditional UPDATE),
+then runs the steps from ``next_action``: a database step commits its effect
+together with ``next_action + 1`` (exactly once); an email step is sent once
+per Message-ID (the sent-mail ledger) before the step is recorded. ``wait``
+sets the instance waiting with ``resume_at`` and enqueues an ETA job; the
+``crm:resume-workflows`` sweep enqueues instances that are due (or whose job
+died) and never resumed, e.g. after a restart. Changes a workflow makes carry
+``_depth`` + 1; a run at ``[crm] workflow_max_depth`` is cut (status ``cut``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from .. import events, mailer
+from ..db import utcnow
+from ..models import User
+from ..runtime import current
+from . import service
+from .capability import CAPABILITY
+from .mail import send_once
+from .models import Workflow, WorkflowInstance, WorkflowRun
+
+log = logging.getLogger("erpq.crm.workflows")
+
+OPERATORS = ("equals", "not_equals", "gt", "lt", "gte", "lte", "in", "contains", "is_empty", "changed_to")
+ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # type -> (required, optional) fields
+    "notify": (("title",), ("user", "body")),
+    "email": (("subject", "body"), ("to",)),
+    "create_activity": (("subject",), ("due_in_minutes", "assigned_to", "type")),
+    "update_field": (("field", "value"), ()),
+    "webhook": ((), ("event", "data")),
+    "wait": ((), ("seconds", "minutes", "hours", "days")),
+}
+
+
+class WorkflowError(ValueError):
+    """An invalid workflow definition; the message names the workflow, step and field."""
+
+
+# ---------------------------------------------------------------- definitions
+
+
+def read_file(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise WorkflowError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") from None
+    items = data.get("workflow", data.get("workflows", data)) if isinstance(data, dict) else data
+    items = [items] if isinstance(items, dict) else items
+    if not isinstance(items, list) or not items:
+        raise WorkflowError(f"{p}: expected a workflow object or a list under 'workflows'")
+    return [validate(w, i) for i, w in enumerate(items, 1)]
+
+
+def validate(w: Any, index: int = 1) -> dict[str, Any]:
+    """A clean workflow definition, or WorkflowError naming the step and field."""
+    if not isinstance(w, dict):
+        raise WorkflowError(f"workflow #{index}: must be an object")
+    name = w.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise WorkflowError(f"workflow #{index}: field 'name': required")
+    where = f"workflow {name!r}"
+    trigger = w.get("trigger")
+    if not isinstance(trigger, str) or not trigger:
+        raise WorkflowError(f"{where}: field 'trigger': required (an event name)")
+    try:
+        events.check_event(trigger)
+    except events.UnknownEvent as exc:
+        raise WorkflowError(f"{where}: field 'trigger': {exc}") from None
+    match = w.get("match", "all")
+    if match not in ("all", "any"):
+        raise WorkflowError(f"{where}: field 'match': must be 'all' or 'any', not {match!r}")
+    conditions = w.get("conditions", [])
+    if not isinstance(conditions, list):
+        raise WorkflowError(f"{where}: field 'conditions': must be a list")
+    for i, c in enumerate(conditions, 1):
+        cw = f"{where} condition {i}"
+        if not isinstance(c, dict) or not isinstance(c.get("field"), str):
+            raise WorkflowError(f"{cw}: field 'field': required")
+        if c.get("op") not in OPERATORS:
+            raise WorkflowError(f"{cw}: field 'op': must be one of {', '.join(OPERATORS)}, not {c.get('op')!r}")
+        if c["op"] != "is_empty" and "value" not in c:
+            raise WorkflowError(f"{cw}: field 'value': required for {c['op']}")
+        if c["op"] == "in" and not isinstance(c["value"], list):
+            raise WorkflowError(f"{cw}: field 'value': must be a list for 'in'")
+    actions = w.get("actions")
+    if not isinstance(actions, list) or not actions:
+        raise WorkflowError(f"{where}: field 'actions': at least one action required")
+    for i, a in enumerate(actions, 1):
+        kind = a.get("type") if isinstance(a, dict) else None
+        if kind not in ACTIONS:
+            raise WorkflowError(f"{where} step {i}: field 'type': must be one of {', '.join(ACTIONS)}, not {kind!r}")
+        sw = f"{where} step {i} ({kind})"
+        required, optional = ACTIONS[kind]
+        for key in required:
+            if key not in a or a[key] in ("", None):
+                raise WorkflowError(f"{sw}: field '{key}': required")
+        for key in a:
+            if key != "type" and key not in required + optional:
+                raise WorkflowError(f"{sw}: field '{key}': unknown (fields: {', '.join(required + optional)})")
+        for key in ("title", "body", "subject"):
+            if isinstance(a.get(key), str):
+                try:
+                    mailer.check_template(a[key])
+                except mailer.TemplateError as exc:
+                    raise WorkflowError(f"{sw}: field '{key}': template error: {exc}") from None
+        if kind == "wait":
+            if wait_seconds(a) <= 0:
+                raise WorkflowError(f"{sw}: field 'seconds': give a positive seconds, minutes, hours or days")
+        if kind == "webhook" and a.get("event"):
+            try:
+                events.check_event(a["event"])
+            except events.UnknownEvent as exc:
+                raise WorkflowError(f"{sw}: field 'event': {exc}") from None
+    return {"name": name.strip(), "trigger": trigger, "match": match, "conditions": conditions,
+            "actions": actions, "active": bool(w.get("active", True))}
+
+
+def wait_seconds(a: dict[str, Any]) -> float:
+    try:
+        return (float(a.get("seconds", 0)) + 60 * float(a.get("minutes", 0)) + 3600 * float(a.get("hours", 0))
+                + 86400 * float(a.get("days", 0)))
+    except (TypeError, ValueError):
+        return -1
+
+
+def save(s: Any, tenant_id: int, definition: dict[str, Any]) -> Workflow:
+    """Create or replace (by name) a tenant's workflow."""
+    row = s.scalar(sa.select(Workflow).where(Workflow.tenant_id == tenant_id, Workflow.name == definition["name"]))
+    if row is None:
+        row = Workflow(tenant_id=tenant_id, name=definition["name"])
+        s.add(row)
+    row.trigger_event, row.match = definition["trigger"], definition["match"]
+    row.conditions, row.actions = definition["conditions"], definition["actions"]
+    row.is_active, row.updated_at = definition["active"], utcnow()
+    s.flush()
+    return row
+
+
+# ---------------------------------------------------------------- conditions
+
+
+def _value(record: dict[str, Any], field: str) -> Any:
+    value: Any = record
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def condition_holds(c: dict[str, Any], record: dict[str, Any]) -> bool:
+    op, want, got = c["op"], c.get("value"), _value(record, c["field"])
+    if op == "equals":
+        return got == want
+    if op == "not_equals":
+        return got != want
+    if op in ("gt", "lt", "gte", "lte"):
+        a, b = _num(got), _num(want)
+        if a is None or b is None:
+            return False
+        return {"gt": a > b, "lt": a < b, "gte": a >= b, "lte": a <= b}[op]
+    if op == "in":
+        return got in want
+    if op == "contains":
+        return got is not None and (want in got if isinstance(got, list | str) else False)
+    if op == "is_empty":
+        return got in (None, "", [], {})
+    if op == "changed_to":
+        change = (record.get("changes") or {}).get(c["field"])
+        return bool(change) and change[1] == want
+    return False
+
+
+def matches(workflow_conditions: list[dict[str, Any]] | None, match: str, record: dict[str, Any]) -> bool:
+    conds = workflow_conditions or []
+    if not conds:
+        return True
+    results = (condition_holds(c, record) for c in conds)
+    return any(results) if match == "any" else all(results)
+
+
+# ---------------------------------------------------------------- engine
+
+
+class WorkflowEngine:
+    """Starts runs of the workflows an event triggers."""
+
+    def __init__(self, rt: Any = None):
+        self.rt = rt or current()
+
+    def trigger(self, event: events.Event) -> list[int]:
+        """Start every active matching workflow of the event's tenant; returns the run ids enqueued."""
+        rt = self.rt
+        record = event.payload
+        depth = int(record.get("_depth") or 0)
+        limit = rt.settings.crm.workflow_max_depth
+        started: list[int] = []
+        with rt.session() as s:
+            flows = s.scalars(sa.select(Workflow).where(Workflow.tenant_id == event.tenant_id,
+                                                        Workflow.trigger_event == event.name,
+                                                        Workflow.is_active.is_(True)).order_by(Workflow.id)).all()
+            for wf in flows:
+                if not matches(wf.conditions, wf.match, record):
+                    continue
+                run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name, record=record,
+                                  event_key=str(event.id), depth=depth, steps_done=0, steps=[])
+                if depth >= limit:
+                    run.status, run.finished_at = "cut", utcnow()
+                    run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
+                                 f"(crm.workflow_max_depth={limit}); not run")
+                try:
+                    with s.begin_nested():
+                        s.add(run)
+                        s.flush()
+                        if run.status != "cut":
+                            s.add(WorkflowInstance(tenant_id=wf.tenant_id, run_id=run.id, next_action=0,
+                                                   status="pending", state={}))
+                            s.flush()
+                            started.append(run.id)
+                except IntegrityError:  # this event already started this workflow
+                    continue
+        for run_id in started:
+            rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=event.tenant_id)
+        return started
+
+
+@events.on()
+def start_workflows(event: events.Event) -> list[int]:
+    return WorkflowEngine().trigger(event)
+
+
+@CAPABILITY.job("ExecuteWorkflowJob", retries=5, retry_delay=30, retry_backoff=2)
+def execute_workflow_job(run_id: int) -> str:
+    """Run (or resume) a workflow run from its next step."""
+    return execute_run(current(), run_id)
+
+
+def claim(rt: Any, run_id: int, now: dt.datetime | None = None) -> WorkflowInstance | None:
+    now = now or utcnow()
+    stale = now - dt.timedelta(seconds=rt.settings.crm.workflow_claim_lease_s)
+    Inst = WorkflowInstance
+    with rt.session() as s:
+        n = s.execute(sa.update(Inst).where(Inst.run_id == run_id, sa.or_(
+            Inst.status == "pending",
+            sa.and_(Inst.status == "waiting", Inst.resume_at <= now),
+            sa.and_(Inst.status == "running", Inst.claimed_at < stale)))
+            .values(status="running", claimed_at=now).execution_options(synchronize_session=False)).rowcount
+        return s.scalar(sa.select(Inst).where(Inst.run_id == run_id)) if n else None
+
+
+def _log_step(run: WorkflowRun, index: int, kind: str, status: str, error: str | None = None) -> None:
+    run.steps = [*(run.steps or []), {"step": index + 1, "action": kind, "status": status,
+                                      "at": service.jsonable(utcnow()), "error": error}]
+
+
+def execute_run(rt: Any, run_id: int, now: dt.datetime | None = None) -> str:
+    inst = claim(rt, run_id, now)
+    if inst is None:
+        return "not claimable"
+    with rt.read_session() as s:
+        run = s.get(WorkflowRun, run_id)
+        wf = s.get(Workflow, run.workflow_id)
+        actions, record, depth, tenant_id = list(wf.actions), dict(run.record or {}), run.depth, run.tenant_id
+        wf_name, event_name = wf.name, run.event
+    step = inst.next_action
+    while step < len(actions):
+        action = actions[step]
+        kind = action["type"]
+        try:
+            if kind == "wait":
+                resume_at = (now or utcnow()) + dt.timedelta(seconds=wait_seconds(action))
+                task_id = rt.enqueue("ExecuteWorkflowJob", run_id, eta=resume_at, tenant_id=tenant_id)
+                with rt.session() as s:
+                    if not _advance(s, run_id, step, status="waiting", resume_at=resume_at, job_id=task_id):
+                        return "taken over"
+                    run = s.get(WorkflowRun, run_id)
+                    run.status = "waiting"
+                    _log_step(run, step, kind, "waiting")
+                return "waiting"
+            ctx = {"record": record, "workflow": wf_name, "event": event_name}
+            if kind == "email":
+                to = _recipient_address(rt, action.get("to", "assigned_to"), record)
+                if to:
+                    send_once(rt, tenant_id, "workflow", f"wf-{run_id}-{step}", to,
+                              mailer.render(action["subject"], ctx), mailer.render(action["body"], ctx))
+                with rt.session() as s:
+                    if not _advance(s, run_id, step):
+                        return "taken over"
+                    _log_step(s.get(WorkflowRun, run_id), step, kind, "done" if to else "skipped: no address")
+            else:
+                with rt.session() as s:
+                    if not _advance(s, run_id, step):
+                        return "taken over"
+                    _db_action(s, rt, kind, action, ctx, record, tenant_id, run_id, step, depth)
+                    _log_step(s.get(WorkflowRun, run_id), step, kind, "done")
+        except Exception as exc:
+            message = f"step {step + 1} ({kind}): {type(exc).__name__}: {exc}"
+            with rt.session() as s:
+                run = s.get(WorkflowRun, run_id)
+                run.status, run.error = "failed", message[:2000]
+                _log_step(run, step, kind, "failed", message[:500])
+                s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id)
+                          .values(status="pending"))  # the retry claims it again
+            raise
+        step += 1
+    with rt.session() as s:
+        s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id)
+                  .values(status="completed", resume_at=None))
+        run = s.get(WorkflowRun, run_id)
+        run.status, run.finished_at, run.error = "completed", utcnow(), None
+    return "completed"
+
+
+def _advance(s: Any, run_id: int, step: int, status: str = "running", resume_at: dt.datetime | None = None,
+             job_id: str | None = None) -> bool:
+    """Record step ``step`` done (in the caller's transaction, with its effect); False if another job did."""
+    values: dict[str, Any] = {"next_action": step + 1, "status": status, "resume_at": resume_at}
+    if job_id:
+        values["job_id"] = job_id
+    n = s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id,
+                                                    WorkflowInstance.next_action == step)
+                  .values(**values).execution_options(synchronize_session=False)).rowcount
+    if n:
+        s.execute(sa.update(WorkflowRun).where(WorkflowRun.id == run_id)
+                  .values(steps_done=step + 1, status="running" if status == "running" else status))
+    return bool(n)
+
+
+def _user_id(ref: Any, record: dict[str, Any]) -> int | None:
+    if isinstance(ref, int):
+        return ref
+    if isinstance(ref, str) and ref.isdigit():
+        return int(ref)
+    value = record.get(ref or "assigned_to") if isinstance(ref, str) or ref is None else None
+    if value is None and (ref in (None, "assigned_to")):
+        value = record.get("owner_id") or record.get("created_by")
+    return int(value) if value is not None else None
+
+
+def _recipient_address(rt: Any, ref: Any, record: dict[str, Any]) -> str | None:
+    if isinstance(ref, str) and "@" in ref:
+        return ref
+    uid = _user_id(ref, record)
+    if uid is None:
+        return None
+    with rt.read_session() as s:
+        return s.scalar(sa.select(User.email).where(User.id == uid))
+
+
+def _db_action(s: Any, rt: Any, kind: str, action: dict[str, Any], ctx: dict[str, Any], record: dict[str, Any],
+               tenant_id: int, run_id: int, step: int, depth: int) -> None:
+    key = f"wf:{run_id}:{step}"
+    entity = ctx["event"].split(".")[0]
+    if kind == "notify":
+        uid = _user_id(action.get("user", "assigned_to"), record)
+        if uid is not None:
+            service.notify(s, tenant_id, uid, "workflow", mailer.render(action["title"], ctx),
+                           mailer.render(action["body"], ctx) if action.get("body") else None,
+                           {"run_id": run_id, "step": step + 1, "record_id": record.get("id")}, key)
+    elif kind == "create_activity":
+        values = {"subject": mailer.render(action["subject"], ctx), "type": action.get("type", "task")}
+        if action.get("due_in_minutes") is not None:
+            values["due_at"] = utcnow() + dt.timedelta(minutes=float(action["due_in_minutes"]))
+        uid = _user_id(action.get("assigned_to", "assigned_to"), record)
+        if uid is not None:
+            values["assigned_to"] = uid
+        if entity == "deal" and record.get("id"):
+            values["deal_id"] = record["id"]
+        service.create(s, "activity", tenant_id, values, depth=depth + 1, source_key=key)
+    elif kind == "update_field":
+        if entity not in service.ENTITIES or not record.get("id"):
+            raise WorkflowError(f"update_field: event {ctx['event']} has no {entity} record to update")
+        service.update(s, entity, int(record["id"]), {action["field"]: action["value"]}, depth=depth + 1)
+    elif kind == "webhook":
+        payload = {"workflow": ctx["workflow"], "run_id": run_id, "step": step + 1, "record": record,
+                   "data": action.get("data"), "_depth": depth + 1}
+        events.emit(action.get("event") or "workflow.fired", payload, tenant_id, session=s)
+
+
+# ---------------------------------------------------------------- sweep
+
+
+def resume_due(rt: Any, now: dt.datetime | None = None) -> int:
+    """Enqueue instances that are due and did not resume (their ETA job was lost, or their job died)."""
+    now = now or utcnow()
+    cfg = rt.settings.crm
+    grace = now - dt.timedelta(seconds=cfg.workflow_resume_grace_s)
+    stale = now - dt.timedelta(seconds=cfg.workflow_claim_lease_s)
+    Inst = WorkflowInstance
+    with rt.read_session() as s:
+        due = s.execute(sa.select(Inst.run_id, Inst.tenant_id).where(sa.or_(
+            sa.and_(Inst.status == "waiting", Inst.resume_at <= grace),
+            sa.and_(Inst.status == "pending", Inst.updated_at <= grace),
+            sa.and_(Inst.status == "running", Inst.claimed_at < stale)))).all()
+    for run_id, tenant_id in due:
+        rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=tenant_id, trigger="recovery")
+    return len(due)
+
+
+@CAPABILITY.periodic("crm:resume-workflows", cron="* * * * *",
+                     description="Resume waiting workflow instances that are due and were not resumed")
+def resume_workflows_task() -> None:
+    resume_due(current())
+
+
+# ---------------------------------------------------------------- reads
+
+
+def run(s: Any, run_id: int) -> tuple[WorkflowRun, str, WorkflowInstance | None] | None:
+    row = s.execute(sa.select(WorkflowRun, Workflow.name, WorkflowInstance)
+                    .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                    .outerjoin(WorkflowInstance, WorkflowInstance.run_id == WorkflowRun.id)
+                    .where(WorkflowRun.id == run_id)).first()
+    return tuple(row) if row else None
+
+
+def resume_now(s: Any, run_id: int) -> None:
+    """Make a waiting instance due now (an operator's "resume now")."""
+    s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id,
+                                                WorkflowInstance.status == "waiting").values(resume_at=utcnow()))
+
+
+def runs(s: Any, offset: int = 0, limit: int = 50, search: str | None = None, status: str | None = None
+         ) -> tuple[list[tuple[WorkflowRun, str, WorkflowInstance | None]], int]:
+    q = (sa.select(WorkflowRun, Workflow.name, WorkflowInstance)
+         .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+         .outerjoin(WorkflowInstance, WorkflowInstance.run_id == WorkflowRun.id))
+    if status:
+        q = q.where(WorkflowRun.status == status)
+    if search:
+        q = q.where(sa.or_(Workflow.name.like(f"%{search}%"), WorkflowRun.error.like(f"%{search}%")))
+    total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+    return [tuple(r) for r in s.execute(q.order_by(WorkflowRun.id.desc()).offset(offset).limit(limit))], total
+
+
+def definitions(s: Any, tenant_id: int | None = None) -> list[Workflow]:
+    q = sa.select(Workflow).order_by(Workflow.id)
+    if tenant_id is not None:
+        q = q.where(Workflow.tenant_id == tenant_id)
+    return list(s.scalars(q))

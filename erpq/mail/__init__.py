@@ -1,0 +1,1 @@
+"""The mail capability: email accounts synced over IMAP, email campaigns sent over SMTP."""
