@@ -143,14 +143,14 @@ def test_a_released_savepoint_does_not_fan_out_before_the_commit(runtime, seen):
 def test_emit_many_writes_in_the_callers_transaction_and_fans_out_after_commit(runtime, seen):
     tenant = add_tenant(runtime)
     with runtime.session() as s:
-        ids = events.emit_many([("deal.created", {"id": i}, tenant) for i in (7, 8, 9)], session=s)
+        assert events.emit_many("deal.created", [{"id": i} for i in (7, 8, 9)], tenant, session=s) == 3
         assert seen == []  # not before the commit
-    assert [r.id for r in outbox(runtime)] == ids and [r.payload["id"] for r in outbox(runtime)] == [7, 8, 9]
-    assert sorted(e.id for e in seen) == sorted(str(i) for i in ids)
-    assert [r.status for r in outbox(runtime)] == ["done"] * 3
+    rows = outbox(runtime)
+    assert [r.payload["id"] for r in rows] == [7, 8, 9] and [r.status for r in rows] == ["done"] * 3
+    assert sorted(e.id for e in seen) == sorted(str(r.id) for r in rows)
     with pytest.raises(RuntimeError), runtime.session() as s:
-        events.emit_many([("deal.created", {"id": 10}, tenant)], session=s)
+        events.emit_many("deal.created", [{"id": 10}], tenant, session=s)
         raise RuntimeError("rolled back")
     with pytest.raises(TypeError, match="payload must be a JSON object"), runtime.session() as s:
-        events.emit_many([("deal.created", {"id": 11}, tenant), ("deal.created", [1], tenant)], session=s)
+        events.emit_many("deal.created", [{"id": 11}, [1]], tenant, session=s)
     assert len(outbox(runtime)) == 3 and len(seen) == 3

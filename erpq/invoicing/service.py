@@ -323,8 +323,11 @@ def _issue(s: Session, cfg, templates: list[Any], as_of: dt.date, result: Genera
     ids = _insert_invoices(s, invoices)
     s.execute(sa.insert(InvoiceLine.__table__),
               [{**line, "invoice_id": iid} for iid, (_, lines) in zip(ids, made, strict=True) for line in lines])
-    events.emit_many([("invoice.created", _payload(iid, inv), inv["tenant_id"])
-                      for iid, inv in zip(ids, invoices, strict=True)], session=s)
+    by_tenant: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for iid, inv in zip(ids, invoices, strict=True):
+        by_tenant[inv["tenant_id"]].append(_payload(iid, inv))
+    for tenant_id, payloads in by_tenant.items():  # one executemany into the outbox per tenant
+        events.emit_many("invoice.created", payloads, tenant_id, session=s)
     result.invoice_ids += ids
     result.invoices += len(ids)
 
