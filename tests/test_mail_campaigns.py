@@ -174,3 +174,65 @@ def test_cli_create_send_status(rt, smtp_server, tmp_path, capsys):
     drain(rt)
     assert cli("campaign", "status", str(cid)) == 0
     assert "sent 3" in capsys.readouterr().out
+
+
+def test_smtp_server_down_backs_the_campaign_off_visibly(rt, smtp_server, tmp_path):
+    ops = Ops(rt).mail
+    cid = campaign(rt, smtp_server, 5, tmp_path)
+    smtp_server.stop()  # nothing listening on that port now
+    ops.send(cid)
+    assert campaigns.run_campaign(rt, cid) == "waiting for the server"
+    info = ops.campaign(cid)
+    assert info.status == "sending" and info.server_failures == 1 and info.retry_at is not None
+    assert f"SMTP {smtp_server.host}:{smtp_server.port}" in info.error and "failure 1 in a row" in info.error
+    assert ops.campaigns_page(search="launch").items[0].error == info.error  # what the console shows
+    assert info.counts["pending"] == 5
+    assert {r.attempts for r in ops.recipients(cid).items} == {0}  # nobody's retries spent
+    assert campaigns.run_campaign(rt, cid) == "waiting for the server"
+    second = ops.campaign(cid)
+    assert second.server_failures == 2 and second.retry_at > info.retry_at  # backed off further
+
+    rt.huey.flush()
+    campaigns.start_campaigns()  # not due yet: not hammered
+    assert rt.huey.pending_count() == 0
+
+    port = smtp_server.port
+    smtp_server.start()
+    with rt.session() as s:
+        c = campaigns.get_campaign(s, cid)
+        c.retry_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        acc = s.get(campaigns.EmailAccount, c.account_id)
+        assert acc.smtp_port == port
+        acc.smtp_port = smtp_server.port  # the restarted server listens on a new port
+    campaigns.start_campaigns()
+    drain(rt)
+    info = ops.campaign(cid)
+    assert info.status == "sent" and info.error is None and info.server_failures == 0
+    assert len(received(smtp_server)) == 5
+
+
+def test_envelope_refusal_never_marks_sending_and_lost_data_is_uncertain(rt, smtp_server, tmp_path):
+    """The recipient is marked sending only once the envelope is accepted, right before DATA."""
+    cid = campaign(rt, smtp_server, 4, tmp_path)
+    seen: list[tuple[str, str]] = []
+    statuses = {}
+
+    async def at_data(smtp, envelope):
+        with rt.read_session() as s:
+            statuses.update(dict(s.execute(sa.select(R.email, R.status).where(R.campaign_id == cid)).all()))
+        [to] = envelope.rcpt_tos
+        seen.append((to, statuses[to]))
+        if to == "user2@example.com":
+            smtp.transport.close()  # the connection is lost after DATA, before any answer
+        return None
+
+    smtp_server.data_hook = at_data
+    smtp_server.reply_for["user1@example.com"] = "550 5.1.1 no such user"
+    Ops(rt).mail.send(cid)
+    drain(rt)
+    assert seen[:2] == [("user0@example.com", "sending"), ("user2@example.com", "sending")]
+    by = {r.email: r for r in Ops(rt).mail.recipients(cid).items}
+    assert by["user1@example.com"].status == "failed" and "550" in by["user1@example.com"].error
+    assert by["user2@example.com"].status == "uncertain" and "check before resending" in by["user2@example.com"].error
+    assert by["user0@example.com"].status == by["user3@example.com"].status == "sent"
+    assert smtp_server.attempts["user2@example.com"] == 1
