@@ -223,7 +223,9 @@ def _holder_dead(rt, holder: str) -> bool:
     runner_id = holder.rpartition(":")[0]
     with rt.read_session() as s:
         row = s.get(Runner, runner_id)
-    if row is None or row.stopped_at is not None:
+    if row is None:  # not a registered runner (a test, a one-off process): only its lease expiring frees it
+        return False
+    if row.stopped_at is not None:
         return True
     silent = (utcnow() - row.heartbeat_at).total_seconds()
     return silent > rt.settings.runner.dead_after_s
