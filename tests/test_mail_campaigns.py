@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 
 import smtp_fixtures
 from conftest import make_settings
+from crm_fixtures import server_runtime
 from draining import drain
 from erpq.mail import campaigns
 from erpq.mail.models import EmailCampaignRecipient as R
@@ -20,14 +21,19 @@ from erpq.ops import Invalid, Ops
 from erpq.runtime import Runtime, set_current
 
 smtp_server = smtp_fixtures.smtp_server
+BACKENDS = pytest.mark.parametrize("rt", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
-def rt(tmp_path):
+def rt(request, tmp_path):
+    """SQLite; ``parametrize("rt", ["sqlite", "postgresql"], indirect=True)`` for both."""
     key = tmp_path / "mail.key"
     key.write_text(Fernet.generate_key().decode())
-    rt = Runtime(make_settings(tmp_path, mailing={"key_file": str(key), "rate_per_minute": 0,
-                                                  "retry_delays_s": [0, 0]}))
+    mailing = {"key_file": str(key), "rate_per_minute": 0, "retry_delays_s": [0, 0]}
+    if getattr(request, "param", "sqlite") == "postgresql":
+        rt = server_runtime(tmp_path, request.getfixturevalue("pg_url"), mailing=mailing)
+    else:
+        rt = Runtime(make_settings(tmp_path, mailing=mailing))
     set_current(rt)
     with rt.session() as s:
         s.add(Tenant(slug="acme", name="Acme"))
@@ -76,6 +82,7 @@ def test_thousand_recipients_each_received_exactly_once(rt, smtp_server, tmp_pat
         assert (batch.total, batch.pending, batch.finished_at is not None) == (1000, 0, True)
 
 
+@BACKENDS
 def test_killed_runner_resumes_without_resending_and_lists_uncertain(rt, smtp_server, tmp_path):
     cid = campaign(rt, smtp_server, 60, tmp_path)
     Ops(rt).mail.send(cid)
@@ -93,6 +100,7 @@ def test_killed_runner_resumes_without_resending_and_lists_uncertain(rt, smtp_se
     assert u.email not in got
 
 
+@BACKENDS
 def test_451_retried_then_received_550_failed_with_text(rt, smtp_server, tmp_path):
     cid = campaign(rt, smtp_server, 10, tmp_path)
     rt.settings.section("mailing").retry_delays_s = [3600]
@@ -211,6 +219,7 @@ def test_smtp_server_down_backs_the_campaign_off_visibly(rt, smtp_server, tmp_pa
     assert len(received(smtp_server)) == 5
 
 
+@BACKENDS
 def test_envelope_refusal_never_marks_sending_and_lost_data_is_uncertain(rt, smtp_server, tmp_path):
     """The recipient is marked sending only once the envelope is accepted, right before DATA."""
     cid = campaign(rt, smtp_server, 4, tmp_path)

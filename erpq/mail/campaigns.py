@@ -285,7 +285,7 @@ def run_campaign(rt, campaign_id: int, stop_after: int | None = None) -> str:
                 return _finish_or_wait(rt, campaign_id)
             done: list[dict] = []  # outcomes not yet written
             try:
-                with m.connect() as conn:
+                with m.connect() as conn, rt.engine.connect() as book:
                     if not server_ok:
                         server_ok = True
                         _server_ok(rt, campaign_id)
@@ -296,19 +296,19 @@ def run_campaign(rt, campaign_id: int, stop_after: int | None = None) -> str:
                                 status = s.scalar(sa.select(EmailCampaign.status)
                                                   .where(EmailCampaign.id == campaign_id))
                             if status != "sending":
-                                _write(rt, done, None)
+                                _write(rt, done, None, book)
                                 _progress(rt, campaign_id)
                                 return status
                         if time.monotonic() - last_renew > lease / 4:
                             last_renew = time.monotonic()
                             locks.renew(rt.Session, holder, lease)
                         if stop_after is not None and sent_here >= stop_after:
-                            _write(rt, done, None)
+                            _write(rt, done, None, book)
                             return "stopped"
                         # previous outcomes + this one "sending", one commit, right before DATA
                         outcome = _send_one(m, conn, settings, campaign_id, domain, subject_t, body_t,
                                             rid, address, name, data or {}, attempts,
-                                            before_data=lambda rid=rid, done=done: _write(rt, done, rid))
+                                            before_data=lambda rid=rid, d=done, b=book: _write(rt, d, rid, b))
                         done.append(outcome)
                         sent_here += 1
                         if interval:
@@ -408,22 +408,36 @@ def _reply(exc: mailer.MailError) -> str:
     return f"{exc.smtp_code} {exc.smtp_text}" if exc.smtp_code else str(exc)
 
 
-def _write(rt, done: list[dict], sending_id: int | None) -> None:
+def _write(rt, done: list[dict], sending_id: int | None, conn: sa.Connection | None = None) -> None:
     """Record the outcomes in ``done`` (then empty it) and mark ``sending_id`` sending, in one commit.
 
-    Core statements on a connection of the engine: this runs once per message,
-    and the ORM session's bookkeeping cost more than the statements themselves.
+    This runs once per message: Core statements (the ORM session's bookkeeping
+    cost more than the statements), on the batch's connection ``conn`` when
+    given (no pool checkout and ping per message), and the usual case -- one
+    outcome plus the next recipient -- as a single UPDATE (one round trip).
     """
     if not done and sending_id is None:
         return
-    table = R.__table__
-    with rt.engine.begin() as conn:
-        for outcome in done:
-            values = dict(outcome)
+    if conn is None:
+        with rt.engine.connect() as own:
+            return _write(rt, done, sending_id, own)
+    t = R.__table__
+    with conn.begin():
+        if len(done) == 1 and sending_id is not None:
+            values = dict(done[0])
             rid = values.pop("id")
-            conn.execute(table.update().where(table.c.id == rid).values(**values))
-        if sending_id is not None:
-            conn.execute(table.update().where(table.c.id == sending_id).values(status="sending"))
+            this = t.c.id == rid
+            sets = {t.c[k]: sa.case((this, sa.literal(v, t.c[k].type)), else_=t.c[k])
+                    for k, v in values.items() if k != "status"}
+            sets[t.c.status] = sa.case((this, sa.literal(values["status"], t.c.status.type)), else_="sending")
+            conn.execute(t.update().where(t.c.id.in_((rid, sending_id))).values(sets))
+        else:
+            for outcome in done:
+                values = dict(outcome)
+                rid = values.pop("id")
+                conn.execute(t.update().where(t.c.id == rid).values(**values))
+            if sending_id is not None:
+                conn.execute(t.update().where(t.c.id == sending_id).values(status="sending"))
     done.clear()
 
 
