@@ -65,6 +65,15 @@ def cmd_schedule_list(args, rt) -> int:
                                 "last_status", "last_duration_s", "next_run_at"])
 
 
+def cmd_schedule_explain(args, rt) -> int:
+    explanation = _ops(args, rt).explain(args.name, last=args.last)
+    if args.json:
+        print_json(explanation.to_dict())
+        return 0
+    print("\n".join(explanation.lines()))
+    return 0
+
+
 def cmd_schedule_run(args, rt) -> int:
     task_id = _ops(args, rt).trigger(args.name)
     print(f"Running scheduled command: {args.name} (job {task_id} enqueued)")
@@ -372,6 +381,9 @@ def _schedule_group(groups, common) -> None:
                            ("pause", cmd_schedule_pause, "stop a periodic task firing (persisted)"),
                            ("resume", cmd_schedule_resume, "let a paused periodic task fire again")):
         g.cmd(name, fn, text).add_argument("name", help="task name, e.g. erp:check-system-health")
+    c = g.cmd("explain", cmd_schedule_explain, "why a periodic task did or did not fire", json=True)
+    c.add_argument("name", help="task name, e.g. erp:check-system-health")
+    c.add_argument("--last", type=int, default=10, help="ticks to show (default 10)")
 
 
 def _queue_group(groups, common) -> None:
