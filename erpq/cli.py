@@ -216,8 +216,8 @@ def cmd_queue_dispatch(args, rt) -> int:
         else:
             raise CliError("--args: expected a JSON array (positional), an object (keyword) "
                            "or {\"args\": [...], \"kwargs\": {...}}")
-    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs)
-    print(f"Dispatched {args.task}: job {task_id}")
+    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs, key=args.key)
+    print(f"Dispatched {args.task}: job {task_id}" + (f" (key {args.key})" if args.key else ""))
     return 0
 
 
@@ -418,6 +418,8 @@ def _queue_group(groups, common) -> None:
     c = g.cmd("dispatch", cmd_queue_dispatch, "enqueue any registered job by name")
     c.add_argument("task", help="job name (see 'erpq schedule list' for periodic tasks)")
     c.add_argument("--args", help='JSON: [positional], {"keyword": ...} or {"args": [...], "kwargs": {...}}')
+    c.add_argument("--key", help="idempotency key: while its job is pending, running or finished less than "
+                                 "queue.key_ttl_s ago, the same key dispatches nothing (prints that job's id)")
     g.cmd("cancel", cmd_queue_cancel, "remove a pending or scheduled job").add_argument("job_id", help="job id")
     g.cmd("recover", cmd_queue_recover, "re-enqueue the work of dead runners now")
 

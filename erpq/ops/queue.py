@@ -141,8 +141,11 @@ class QueueOps(OpsCore):
         return storage.remove_enqueued(k) or storage.remove_scheduled(k)
 
     @_audited
-    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None) -> str:
-        """Enqueue any registered job by name; returns the task id."""
+    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None,
+                 key: str | None = None) -> str:
+        """Enqueue any registered job by name; returns the task id. With an
+        idempotency ``key`` a second dispatch while the first job is pending,
+        running or recently finished returns that job's id and enqueues nothing."""
         if task_name not in self.rt.tasks:
             known = ", ".join(sorted(self.rt.tasks))
             raise NotFound(f"unknown task {task_name!r} (known: {known})")
@@ -156,10 +159,13 @@ class QueueOps(OpsCore):
         if reserved:
             raise OpsError(f"argument name(s) {', '.join(sorted(reserved))} are reserved by Huey")
         payload = json.dumps({"args": args, "kwargs": kwargs}) if (args or kwargs) else ""
+        if key is not None and not 0 < len(key) <= 191:
+            raise Invalid("--key: 1 to 191 characters")
         self._act("queue.dispatch", task_name,
-                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else ""))
+                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else "")
+                  + (f" --key {shlex.quote(key)}" if key is not None else ""))
         try:
-            return self.rt.enqueue(task_name, *args, trigger="manual", **kwargs)
+            return self.rt.enqueue(task_name, *args, trigger="manual", key=key, **kwargs)
         except UnknownTask as exc:
             raise NotFound(str(exc)) from None
 

@@ -272,6 +272,8 @@ class ErpqHuey(Huey):
             )
         else:
             rt.history.add_job_run(task, meta, status, run.attempt, run.started, finished, duration, error)
+        if meta.get("key") and status != "retrying":
+            rt.finish_key(meta["key"], task.id)
         if meta.get("batch_id") and status != "retrying":
             rt.history.batch_done(meta["batch_id"], task.id if status == "failed" else None)
 
