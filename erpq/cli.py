@@ -122,6 +122,9 @@ def cmd_queue_work(args, rt) -> int:
 
 def cmd_queue_list(args, rt) -> int:
     ops = _ops(args, rt)
+    if args.by_tenant:
+        return _out(args, ops.queue_by_tenant(), ["tenant_id", "tenant", "pending", "running", "oldest_age_s",
+                                                   "done_last_5m", "per_minute"])
     states = [s for s in ("pending", "scheduled", "running") if getattr(args, s)] or ["pending", "scheduled", "running"]
     items = []
     for state in states:
@@ -396,6 +399,8 @@ def _queue_group(groups, common) -> None:
     for state in ("pending", "scheduled", "running"):
         c.add_argument(f"--{state}", action="store_true", help=f"only {state} jobs")
     c.add_argument("--search", help="only jobs whose task, arguments or id contain this text")
+    c.add_argument("--by-tenant", action="store_true",
+                   help="per tenant: pending, running, oldest pending age, jobs done in the last 5 minutes")
     c = g.cmd("failed", cmd_queue_failed, "failed jobs awaiting action", json=True, paged=True)
     c.add_argument("--task", help="only this task")
     c.add_argument("--search", help="only failures whose task, error or id contain this text")

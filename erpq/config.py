@@ -38,6 +38,12 @@ class QueueSettings:
     workers: int = 4
     #: An idempotency key (``enqueue(..., key=...)``) stays taken this long after its job finished.
     key_ttl_s: int = 3600
+    #: Take work round-robin across tenants (``erpq.runtime.fair``); every runner of a queue must agree.
+    fair: bool = False
+    #: With ``fair``: at most this many jobs of one tenant at once (0: no cap).
+    tenant_concurrency: int = 0
+    #: With ``fair``: at most N jobs of a job name at once, e.g. ``{SendCampaignJob = 2}``.
+    task_concurrency: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -346,6 +352,14 @@ def _validate(s: Settings) -> None:
             raise err(f"schedule.misfire.{name}", f"unknown policy {policy!r} (skip, run_once, catch_up or catch_up:N)")
     if s.schedule.catch_up_max < 1:
         raise err("schedule.catch_up_max", "must be 1 or more")
+    if s.queue.tenant_concurrency < 0:
+        raise err("queue.tenant_concurrency", "must be 0 (no cap) or more")
+    for name, cap in s.queue.task_concurrency.items():
+        if not isinstance(cap, int) or cap < 1:
+            raise err(f"queue.task_concurrency.{name}", "must be a whole number, 1 or more")
+    if (s.queue.tenant_concurrency or s.queue.task_concurrency) and not s.queue.fair:
+        raise err("queue.tenant_concurrency" if s.queue.tenant_concurrency else "queue.task_concurrency",
+                  "caps need queue.fair = true")
     if s.queue.key_ttl_s < 0:
         raise err("queue.key_ttl_s", "must be 0 or more")
     if s.schedule.lock_lease_s < 10:

@@ -66,6 +66,13 @@ class UnknownTaskError(LookupError):
         super().__init__(f"unknown task {self.name}: not registered in this runner")
 
 
+def _tenant_int(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def job_name(huey_name: str) -> str:
     """The job name in Huey's task identifier ("module.JobName")."""
     return huey_name.rsplit(".", 1)[-1]
@@ -88,6 +95,8 @@ class ErpqHuey(Huey):
         self.pre_execute("erpq")(self._before_run)
         self.post_execute("erpq")(self._after_run)
         self.on_shutdown("erpq")(self._release_pending)
+        if getattr(self.storage, "fair", False):
+            self.storage.lane_of = self.lane_of
 
     # ------------------------------------------------------------ messages
     # PRIVATE Huey name: Huey._registry (create_message, create_task,
@@ -99,7 +108,22 @@ class ErpqHuey(Huey):
         if meta is None:
             meta = task.erpq = {}
         meta.setdefault("enqueued_at", time.time())
-        return self.serializer.serialize((self._registry.create_message(task), meta))
+        data = self.serializer.serialize((self._registry.create_message(task), meta))
+        # the lane of this data, for a fair store's enqueue (no decoding there)
+        self._ctx.lane = (data, (_tenant_int(meta.get("tenant_id") or task.kwargs.get("tenant_id")), task.name))
+        return data
+
+    def lane_of(self, data) -> tuple[int, str]:
+        """(tenant id or 0, job name) of serialized task data (``erpq.runtime.fair``)."""
+        last = getattr(self._ctx, "lane", None)
+        if last is not None and last[0] is data:
+            return last[1]
+        try:
+            message, meta = self.decode(data)
+            tenant = meta.get("tenant_id") or (message.kwargs or {}).get("tenant_id")
+            return _tenant_int(tenant), job_name(str(message.name))
+        except Exception:
+            return 0, ""
 
     def decode(self, data) -> tuple:
         """(Huey message, erpq meta) of serialized task data."""

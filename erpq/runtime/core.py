@@ -44,6 +44,7 @@ from ..db import (
 from ..models import JobBatch, JobKey, ScheduleState
 from . import recovery, retention
 from .app import ErpqHuey
+from .fair import FairRedisStorage, FairSqliteStorage
 from .history import HistoryWriter
 from .log import configure_logging, job_logger, release_logging
 from .registry import JOBS, load_capabilities
@@ -114,12 +115,15 @@ class Runtime:
     def _build_huey(self) -> ErpqHuey:
         q = self.settings.queue
         common = {"name": q.name, "results": False, "utc": True, "runtime": self}
+        if q.fair:
+            common.update(tenant_cap=q.tenant_concurrency, task_caps=q.task_concurrency)
         path = self.settings.sqlite_path(q.url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return ErpqHuey(storage_class=ReliableSqliteStorage, filename=str(path),
-                            runner_id=self.runner_id, **common)
-        return ErpqHuey(storage_class=ReliableRedisStorage, url=q.url, runner_id=self.runner_id, **common)
+            return ErpqHuey(storage_class=FairSqliteStorage if q.fair else ReliableSqliteStorage,
+                            filename=str(path), runner_id=self.runner_id, **common)
+        return ErpqHuey(storage_class=FairRedisStorage if q.fair else ReliableRedisStorage, url=q.url,
+                        runner_id=self.runner_id, **common)
 
     @property
     def queue_label(self) -> str:
