@@ -69,7 +69,8 @@ def _bare(store: str, jobs: int, workers: int, tmp: Path, redis_url: str) -> tup
     return jobs / enqueue_s, jobs / process_s
 
 
-def _erpq(store: str, jobs: int, workers: int, tmp: Path, redis_url: str) -> tuple[float, float]:
+def _erpq(store: str, jobs: int, workers: int, tmp: Path, redis_url: str, fair: bool = False,
+          tenants: int = 0) -> tuple[float, float]:
     from .config import from_dict
     from .runtime import EmbeddedRunner, Runtime
     from .runtime.registry import JOBS, JobSpec
@@ -80,15 +81,18 @@ def _erpq(store: str, jobs: int, workers: int, tmp: Path, redis_url: str) -> tup
         counter.hit()
 
     JOBS["BenchNoop"] = JobSpec("BenchNoop", noop)
-    queue = {"url": "sqlite:///erpq_queue.db"} if store == "sqlite" else {
+    queue = {"url": f"sqlite:///erpq_queue_{uuid.uuid4().hex[:6]}.db"} if store == "sqlite" else {
         "url": redis_url, "name": f"bench{uuid.uuid4().hex[:8]}"}
-    settings = from_dict({"queue": {**queue, "workers": workers}, "database": {"url": "sqlite:///erpq.db"},
+    settings = from_dict({"queue": {**queue, "workers": workers, "fair": fair},
+                          "database": {"url": f"sqlite:///erpq_{uuid.uuid4().hex[:6]}.db"},
                           "log": {"path": "erpq.log"}}, base_dir=str(tmp))
     rt = Runtime(settings)
     try:
         t0 = time.perf_counter()
+        per_tenant = -(-jobs // tenants) if tenants else 0
         for i in range(jobs):
-            rt.enqueue("BenchNoop", i)
+            # tenant by tenant, as a backlog builds up: the worst case for a fair store
+            rt.enqueue("BenchNoop", i, tenant_id=(i // per_tenant + 1) if tenants else None)
         enqueue_s = time.perf_counter() - t0
         runner = EmbeddedRunner(rt, workers=workers, periodic=False)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -123,6 +127,25 @@ def _count_runs(rt) -> int:
 
     with rt.read_session() as s:
         return s.scalar(sa.select(sa.func.count()).select_from(JobRun).where(JobRun.task_name == "BenchNoop"))
+
+
+def run_fairness_bench(jobs: int = 20_000, workers: int = 4, tenants: int = 10, stores: list[str] | None = None,
+                       redis_url: str = "redis://127.0.0.1:6379/15") -> int:
+    """erpq with ``queue.fair`` off, then on, same jobs spread over ``tenants``
+    tenants (enqueued tenant by tenant); prints jobs/s of each and the ratio."""
+    stores = stores or ["sqlite", "redis"]
+    print(f"{jobs} no-op jobs over {tenants} tenants, {workers} thread workers, erpq fairness off vs on")
+    print(f"{'store':<7} {'fair':<5} {'enqueue/s':>10} {'process/s':>10}")
+    for store in stores:
+        with tempfile.TemporaryDirectory(prefix="erpq-bench-") as d:
+            tmp = Path(d)
+            o_enq, o_proc = _erpq(store, jobs, workers, tmp, redis_url, fair=False, tenants=tenants)
+            print(f"{store:<7} {'off':<5} {o_enq:>10.0f} {o_proc:>10.0f}", flush=True)
+            f_enq, f_proc = _erpq(store, jobs, workers, tmp, redis_url, fair=True, tenants=tenants)
+            print(f"{store:<7} {'on':<5} {f_enq:>10.0f} {f_proc:>10.0f}", flush=True)
+            print(f"{store:<7} ratio fair/plain: processing {f_proc / o_proc:.2f}x, enqueue {f_enq / o_enq:.2f}x "
+                  f"(target processing >= 0.90x)", flush=True)
+    return 0
 
 
 def run_queue_bench(jobs: int = 20_000, workers: int = 4, stores: list[str] | None = None,

@@ -369,9 +369,13 @@ def cmd_deploy(args, _rt) -> int:
 
 
 def cmd_bench_queue(args, _rt) -> int:
-    from .bench import run_queue_bench
+    from .bench import run_fairness_bench, run_queue_bench
 
-    return run_queue_bench(jobs=args.jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
+    jobs = 200 if args.smoke else args.jobs
+    if args.tenants:
+        return run_fairness_bench(jobs=jobs, workers=args.workers, tenants=args.tenants, stores=args.store,
+                                  redis_url=args.redis_url)
+    return run_queue_bench(jobs=jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
 
 
 # ====================================================================== parser
@@ -502,6 +506,9 @@ def _admin_groups(groups, common) -> None:
     c.add_argument("--workers", type=int, default=4, help="worker threads (default 4)")
     c.add_argument("--store", action="append", choices=["sqlite", "redis"], help="default: both")
     c.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Redis for the redis store")
+    c.add_argument("--tenants", type=int, default=0,
+                   help="compare erpq with queue.fair off and on, jobs spread over this many tenants")
+    c.add_argument("--smoke", action="store_true", help="200 jobs: only check that it runs")
 
 
 def _capability_groups(groups, common) -> None:
