@@ -19,10 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tenants", type=int, default=10)
     p.add_argument("--store", action="append", choices=["sqlite", "redis"])
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    p.add_argument("--rounds", type=int, default=2, help="rounds per side, alternating order; best kept")
     p.add_argument("--smoke", action="store_true", help="200 jobs: only check that it runs")
     args = p.parse_args(argv)
     return run_fairness_bench(jobs=200 if args.smoke else args.jobs, workers=args.workers, tenants=args.tenants,
-                              stores=args.store, redis_url=args.redis_url)
+                              stores=args.store, redis_url=args.redis_url, rounds=1 if args.smoke else args.rounds)
 
 
 if __name__ == "__main__":

@@ -130,21 +130,27 @@ def _count_runs(rt) -> int:
 
 
 def run_fairness_bench(jobs: int = 20_000, workers: int = 4, tenants: int = 10, stores: list[str] | None = None,
-                       redis_url: str = "redis://127.0.0.1:6379/15") -> int:
+                       redis_url: str = "redis://127.0.0.1:6379/15", rounds: int = 2) -> int:
     """erpq with ``queue.fair`` off, then on, same jobs spread over ``tenants``
     tenants (enqueued tenant by tenant); prints jobs/s of each and the ratio."""
     stores = stores or ["sqlite", "redis"]
     print(f"{jobs} no-op jobs over {tenants} tenants, {workers} thread workers, erpq fairness off vs on")
     print(f"{'store':<7} {'fair':<5} {'enqueue/s':>10} {'process/s':>10}")
     for store in stores:
+        best: dict[bool, tuple[float, float]] = {}
         with tempfile.TemporaryDirectory(prefix="erpq-bench-") as d:
             tmp = Path(d)
-            o_enq, o_proc = _erpq(store, jobs, workers, tmp, redis_url, fair=False, tenants=tenants)
-            print(f"{store:<7} {'off':<5} {o_enq:>10.0f} {o_proc:>10.0f}", flush=True)
-            f_enq, f_proc = _erpq(store, jobs, workers, tmp, redis_url, fair=True, tenants=tenants)
-            print(f"{store:<7} {'on':<5} {f_enq:>10.0f} {f_proc:>10.0f}", flush=True)
-            print(f"{store:<7} ratio fair/plain: processing {f_proc / o_proc:.2f}x, enqueue {f_enq / o_enq:.2f}x "
-                  f"(target processing >= 0.90x)", flush=True)
+            # alternate the order (off, on, on, off, ...) and keep each side's best round:
+            # on a shared machine the order and the neighbours' load matter more than the code
+            for r in range(rounds):
+                for fair in ((False, True) if r % 2 == 0 else (True, False)):
+                    enq, proc = _erpq(store, jobs, workers, tmp, redis_url, fair=fair, tenants=tenants)
+                    print(f"{store:<7} {'on' if fair else 'off':<5} {enq:>10.0f} {proc:>10.0f}", flush=True)
+                    prev = best.get(fair, (0.0, 0.0))
+                    best[fair] = (max(prev[0], enq), max(prev[1], proc))
+        (o_enq, o_proc), (f_enq, f_proc) = best[False], best[True]
+        print(f"{store:<7} ratio fair/plain (best of {rounds}): processing {f_proc / o_proc:.2f}x, "
+              f"enqueue {f_enq / o_enq:.2f}x (target processing >= 0.90x)", flush=True)
     return 0
 
 

@@ -374,7 +374,7 @@ def cmd_bench_queue(args, _rt) -> int:
     jobs = 200 if args.smoke else args.jobs
     if args.tenants:
         return run_fairness_bench(jobs=jobs, workers=args.workers, tenants=args.tenants, stores=args.store,
-                                  redis_url=args.redis_url)
+                                  redis_url=args.redis_url, rounds=1 if args.smoke else 2)
     return run_queue_bench(jobs=jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
 
 
