@@ -254,6 +254,8 @@ def cmd_event_emit(args, rt) -> int:
 def cmd_runs(args, rt) -> int:
     page = _ops(args, rt).runs(offset=args.offset, limit=args.limit, task=args.task, status=args.status,
                                search=args.search)
+    if args.status == "missed":  # what did not happen: the tick and the reason
+        return _out(args, page.items, ["id", "task_name", "tick", "status", "error"])
     return _out(args, page.items, ["id", "task_name", "kind", "status", "args_summary", "started_at",
                                    "duration_s", "runner", "error"])
 
@@ -438,7 +440,8 @@ def _fleet_groups(groups, common) -> None:
     c = groups.add_parser("runs", help="run history, newest first", parents=[common, json_flag, paging])
     c.set_defaults(handler=cmd_runs)
     c.add_argument("--task", help="only this task")
-    c.add_argument("--status", help="success, failed, retrying, skipped, running, enqueued, ...")
+    c.add_argument("--status", help="success, failed, retrying, skipped, missed (ticks not run, with the "
+                                    "reason), running, enqueued, ...")
     c.add_argument("--search", help="only runs whose task, arguments, id or error contain this text")
 
     g = Group(groups, common, "batch", "groups of jobs with progress")

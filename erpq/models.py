@@ -56,7 +56,7 @@ class JobRun(Base):
     args_summary: Mapped[str | None] = mapped_column(Str(255))
     tenant_id: Mapped[int | None] = mapped_column(sa.Integer, index=True)
     batch_id: Mapped[str | None] = mapped_column(Str(36))
-    status: Mapped[str] = mapped_column(Str(16))  # enqueued running success failed retrying skipped abandoned cancelled
+    status: Mapped[str] = mapped_column(Str(16))  # enqueued running success failed retrying skipped missed abandoned cancelled
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
     tick: Mapped[dt.datetime | None]
     enqueued_at: Mapped[dt.datetime | None]

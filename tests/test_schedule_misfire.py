@@ -107,6 +107,10 @@ def test_explain_after_pause_outage_and_overlap(runtimes, clock, calls, tmp_path
     assert "skipped because the previous run still running" in text
     assert "2030-01-01 10:00:00 UTC  missed: no runner fired the schedule" in text
     assert main(["--config", str(cfg), "schedule", "explain", "nope"]) != 0
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "runs", "--status", "missed"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("missed") >= 5 and "2030-01-01" in text and "paused" in text
 
 
 def test_explain_names_the_live_scheduler(runtimes):  # noqa: F811
