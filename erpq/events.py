@@ -93,8 +93,13 @@ def check_event(name: str) -> str:
     return name
 
 
-def on(name: str = ALL) -> Callable[[Handler], Handler]:
+def on(name: str = ALL, *, batch: bool = False) -> Callable[[Handler], Handler]:
     """Register ``handler(event)`` for event ``name`` (default: every event).
+
+    With ``batch=True`` the handler is called once per fan-out with the list
+    of its events (the events of one commit, or of one sweep) and returns a
+    mapping of event id to result: a handler that can do its work for many
+    events in one transaction should be a batch handler.
 
     Registering the same function again (a module imported twice) is a no-op.
     """
@@ -103,6 +108,7 @@ def on(name: str = ALL) -> Callable[[Handler], Handler]:
 
     def decorator(handler: Handler) -> Handler:
         key = (handler.__module__, handler.__qualname__)
+        handler.erpq_batch = batch  # type: ignore[attr-defined]
         _handlers[:] = [(n, h) for n, h in _handlers
                         if not (n == name and (h.__module__, h.__qualname__) == key)]
         _handlers.append((name, handler))
@@ -139,8 +145,9 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
     """Announce event ``name`` for ``tenant`` (an id, a Tenant row or a slug).
 
     With ``session``: the event is written in that session's transaction and
-    fanned out after it commits; returns the outbox id. Without: written,
-    committed and fanned out now; returns each handler's result by handler name.
+    fanned out after it commits; returns the outbox row (its id is set when the
+    session next flushes). Without: written, committed and fanned out now;
+    returns each handler's result by handler name.
     """
     from .models import EventOutbox
     from .runtime.registry import load_capabilities
@@ -151,14 +158,14 @@ def emit(name: str, payload: dict[str, Any] | None, tenant: Any, *, session: Any
     tenant_id = _tenant_id(tenant, session)
     if session is not None:
         row = EventOutbox(name=name, tenant_id=tenant_id, payload=payload, status="pending", attempts=0)
-        session.add(row)
-        session.flush()
+        session.add(row)  # flushed with the caller's own rows: no extra round trip per event
         if not session.info.get("erpq_outbox_listening"):
             session.info["erpq_outbox_listening"] = True
+            sa_event.listen(session, "after_flush_postexec", _after_flush)
             sa_event.listen(session, "after_commit", _after_commit)
             sa_event.listen(session, "after_soft_rollback", _after_rollback)
-        session.info.setdefault("erpq_outbox", []).append(row.id)
-        return row.id
+        session.info.setdefault("erpq_outbox_rows", []).append(row)
+        return row
     return emit_now(name, payload, tenant_id)[1]
 
 
@@ -181,23 +188,33 @@ def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[in
     return event_id, dispatch(rt, event_id, raise_errors=True) or {}
 
 
+def _after_flush(session: Any, _context: Any) -> None:
+    """Outbox rows get their ids when flushed: note them for the fan-out after commit."""
+    rows = session.info.get("erpq_outbox_rows")
+    if rows:
+        ids = session.info.setdefault("erpq_outbox", [])
+        ids.extend(r.id for r in rows if r.id is not None)
+        rows[:] = [r for r in rows if r.id is None]
+
+
 def _after_commit(session: Any) -> None:
+    if session.in_nested_transaction():  # a savepoint was released; the real commit is still to come
+        return
     ids = session.info.pop("erpq_outbox", [])
     if not ids:
         return
     from .runtime import current
 
-    rt = current()
-    for event_id in ids:
-        try:
-            dispatch(rt, event_id)
-        except Exception:  # the row stays pending or failed; the sweep retries it
-            log.exception("event %s: fan-out after commit failed", event_id)
+    try:
+        dispatch_many(current(), ids)
+    except Exception:  # the rows stay pending or failed; the sweep retries them
+        log.exception("events %s: fan-out after commit failed", ids)
 
 
 def _after_rollback(session: Any, previous_transaction: Any) -> None:
     if previous_transaction.parent is None or not session.in_transaction():
         session.info.pop("erpq_outbox", None)
+        session.info.pop("erpq_outbox_rows", None)
 
 
 def dispatch(rt: Any, event_id: int, raise_errors: bool = False) -> dict[str, Any] | None:
@@ -205,45 +222,82 @@ def dispatch(rt: Any, event_id: int, raise_errors: bool = False) -> dict[str, An
 
     A row another process holds (or already did) is left alone: returns None.
     """
+    return dispatch_many(rt, [event_id], raise_errors=raise_errors).get(event_id)
+
+
+def dispatch_many(rt: Any, event_ids: list[int], raise_errors: bool = False) -> dict[int, dict[str, Any]]:
+    """Claim the outbox rows ``event_ids`` in one statement, run each event's
+    handlers, and close them in one more: the events of one commit cost two
+    writes, not two each. Returns the handlers' results of each event claimed
+    (rows another process holds, or already did, are absent)."""
     import sqlalchemy as sa
 
     from .db import utcnow
     from .models import EventOutbox as O
 
+    if not event_ids:
+        return {}
     now = utcnow()
     stale = now - dt.timedelta(seconds=CLAIM_LEASE_S)
+    claimable = sa.or_(O.status == "pending", sa.and_(O.status == "dispatching", O.claimed_at < stale))
     with rt.session() as s:
-        claimed = s.execute(
-            sa.update(O).where(O.id == event_id, sa.or_(O.status == "pending",
-                                                         sa.and_(O.status == "dispatching", O.claimed_at < stale)))
-            .values(status="dispatching", claimed_at=now, attempts=O.attempts + 1)
-            .execution_options(synchronize_session=False)).rowcount
-        row = s.get(O, event_id) if claimed else None
-        if row is None:
-            return None
-        event = Event(name=row.name, payload=dict(row.payload or {}), tenant_id=row.tenant_id,
-                      id=str(row.id), occurred_at=row.created_at)
-        attempts = row.attempts
-    results: dict[str, Any] = {}
-    errors: dict[str, BaseException] = {}
-    for handler in handlers_for(event.name):
+        # claimed_at = now marks this claim: the rows read back are the ones this call won
+        s.execute(sa.update(O).where(O.id.in_(event_ids), claimable)
+                  .values(status="dispatching", claimed_at=now, attempts=O.attempts + 1)
+                  .execution_options(synchronize_session=False))
+        rows = s.execute(sa.select(O.id, O.name, O.payload, O.tenant_id, O.created_at, O.attempts)
+                         .where(O.id.in_(event_ids), O.status == "dispatching", O.claimed_at == now)
+                         .order_by(O.id)).all()
+    if not rows:
+        return {}
+    results: dict[int, dict[str, Any]] = {}
+    errors: dict[int, dict[str, BaseException]] = {}
+    evs = [Event(name=name, payload=dict(payload or {}), tenant_id=tenant_id, id=str(event_id),
+                 occurred_at=created_at) for event_id, name, payload, tenant_id, created_at, _ in rows]
+    for event in evs:
+        out = results.setdefault(int(event.id), {})
+        for handler in handlers_for(event.name):
+            if getattr(handler, "erpq_batch", False):
+                continue
+            label = f"{handler.__module__}.{handler.__qualname__}"
+            try:
+                out[label] = handler(event)
+            except Exception as exc:  # one failing handler must not starve the others
+                log.exception("event %s %s: handler %s failed", event.name, event.id, label)
+                errors.setdefault(int(event.id), {})[label] = exc
+    for name, handler in list(_handlers):
+        if not getattr(handler, "erpq_batch", False):
+            continue
+        mine = [e for e in evs if name in (ALL, e.name)]
+        if not mine:
+            continue
         label = f"{handler.__module__}.{handler.__qualname__}"
         try:
-            results[label] = handler(event)
-        except Exception as exc:  # one failing handler must not starve the others
-            log.exception("event %s %s: handler %s failed", event.name, event.id, label)
-            errors[label] = exc
+            got = handler(mine) or {}
+            for e in mine:
+                results[int(e.id)][label] = got.get(e.id)
+        except Exception as exc:
+            log.exception("events %s..: batch handler %s failed", mine[0].id, label)
+            for e in mine:
+                errors.setdefault(int(e.id), {})[label] = exc
+    failed: dict[int, tuple[str, int]] = {}
+    first_error: EmitError | None = None
+    attempts_of = {r[0]: r[5] for r in rows}
+    names = {int(e.id): e.name for e in evs}
+    for event_id, errs in errors.items():
+        label, exc = next(iter(errs.items()))
+        failed[event_id] = (f"{label}: {type(exc).__name__}: {exc}"[:4000], attempts_of[event_id])
+        first_error = first_error or EmitError(names[event_id], errs)
+    done = [r[0] for r in rows if r[0] not in failed]
     with rt.session() as s:
-        if errors:
-            first = next(iter(errors.items()))
-            status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+        if done:
+            s.execute(sa.update(O).where(O.id.in_(done)).values(status="done", dispatched_at=utcnow(), error=None)
+                      .execution_options(synchronize_session=False))
+        for event_id, (error, attempts) in failed.items():
             s.execute(sa.update(O).where(O.id == event_id).values(
-                status=status, error=f"{first[0]}: {type(first[1]).__name__}: {first[1]}"[:4000]))
-        else:
-            s.execute(sa.update(O).where(O.id == event_id).values(status="done", dispatched_at=utcnow(),
-                                                                  error=None))
-    if errors and raise_errors:
-        raise EmitError(event.name, errors)
+                status="failed" if attempts >= MAX_ATTEMPTS else "pending", error=error))
+    if first_error is not None and raise_errors:
+        raise first_error
     return results
 
 
@@ -264,12 +318,11 @@ def sweep(rt: Any, limit: int = 500) -> int:
         return 0
     load_capabilities_quietly()
     done = 0
-    for event_id in ids:
+    for start in range(0, len(ids), 100):
         try:
-            if dispatch(rt, event_id) is not None:
-                done += 1
+            done += len(dispatch_many(rt, ids[start:start + 100]))
         except Exception:
-            log.exception("event %s: sweep fan-out failed", event_id)
+            log.exception("events %s..: sweep fan-out failed", ids[start])
     if done:
         log.info("Swept %d event(s) left pending", done)
     return done

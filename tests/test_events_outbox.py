@@ -47,10 +47,10 @@ def test_an_event_in_a_rolled_back_transaction_announces_nothing(runtime, seen):
 def test_an_event_is_fanned_out_once_after_commit_with_its_outbox_id(runtime, seen):
     tenant = add_tenant(runtime)
     with runtime.session() as s:
-        event_id = events.emit("deal.created", {"id": 2}, tenant, session=s)
+        written = events.emit("deal.created", {"id": 2}, tenant, session=s)
         assert seen == []  # not before the commit
     (row,) = outbox(runtime)
-    assert [e.id for e in seen] == [str(event_id)] == [str(row.id)]
+    assert [e.id for e in seen] == [str(written.id)] == [str(row.id)]
     assert row.status == "done" and row.attempts == 1 and row.dispatched_at is not None
     assert events.sweep(runtime) == 0 and len(seen) == 1
 
@@ -127,3 +127,14 @@ def test_bad_payloads_are_refused_at_the_door(runtime):
     with pytest.raises(events.UnknownEvent, match="unknown event 'deal.exploded'"), runtime.session() as s:
         events.emit("deal.exploded", {}, tenant, session=s)
     assert outbox(runtime) == []
+
+
+def test_a_released_savepoint_does_not_fan_out_before_the_commit(runtime, seen):
+    tenant = add_tenant(runtime)
+    with runtime.session() as s:
+        events.emit("deal.created", {"id": 5}, tenant, session=s)
+        with s.begin_nested():
+            events.emit("deal.created", {"id": 6}, tenant, session=s)
+        assert seen == []  # the savepoint's release is not the commit
+    assert sorted(e.payload["id"] for e in seen) == [5, 6]
+    assert [r.status for r in outbox(runtime)] == ["done", "done"]
