@@ -251,27 +251,6 @@ class User(Base):
 # mail tables (email_accounts, emails, email_campaigns, email_campaign_recipients): erpq/mail/models.py
 
 
-# ====================================================================== imports
-
-
-class ImportResult(Base):
-    __tablename__ = "import_results"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    entity: Mapped[str] = mapped_column(Str(32))  # leads contacts deals
-    filename: Mapped[str] = mapped_column(Str(512))
-    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending running finished failed
-    total_rows: Mapped[int | None] = mapped_column(sa.Integer)
-    processed_rows: Mapped[int] = mapped_column(sa.Integer, default=0)
-    success_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    failed_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    error_log: Mapped[Any | None] = mapped_column(JSONType)
-    batch_id: Mapped[str | None] = mapped_column(Str(36))
-    created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    started_at: Mapped[dt.datetime | None]
-    finished_at: Mapped[dt.datetime | None]
-    created_at: Mapped[dt.datetime] = _created()
 
 
 # ====================================================================== webhooks
@@ -316,40 +295,6 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-# ====================================================================== reports
-
-
-class Report(Base):
-    __tablename__ = "erp_reports"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    name: Mapped[str] = mapped_column(Str(255))
-    report_type: Mapped[str] = mapped_column(Str(64))  # deals leads invoices ...
-    filters: Mapped[Any | None] = mapped_column(JSONType)
-    columns: Mapped[Any | None] = mapped_column(JSONType)
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class ReportSchedule(Base):
-    __tablename__ = "erp_report_schedules"
-    __table_args__ = (sa.Index("ix_report_schedules_due", "is_active", "next_run_at"),)
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    report_id: Mapped[int] = mapped_column(sa.ForeignKey("erp_reports.id", ondelete="CASCADE"), index=True)
-    cron_expression: Mapped[str] = mapped_column(Str(128))
-    timezone: Mapped[str] = mapped_column(Str(64), default="UTC")
-    format: Mapped[str] = mapped_column(Str(8), default="pdf")  # pdf xlsx csv
-    recipients: Mapped[Any] = mapped_column(JSONType)
-    is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    next_run_at: Mapped[dt.datetime | None]
-    last_run_at: Mapped[dt.datetime | None]
-    last_status: Mapped[str | None] = mapped_column(Str(16))
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-    created_at: Mapped[dt.datetime] = _created()
 
 
 # ====================================================================== health
