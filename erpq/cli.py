@@ -65,6 +65,15 @@ def cmd_schedule_list(args, rt) -> int:
                                 "last_status", "last_duration_s", "next_run_at"])
 
 
+def cmd_schedule_explain(args, rt) -> int:
+    explanation = _ops(args, rt).explain(args.name, last=args.last)
+    if args.json:
+        print_json(explanation.to_dict())
+        return 0
+    print("\n".join(explanation.lines()))
+    return 0
+
+
 def cmd_schedule_run(args, rt) -> int:
     task_id = _ops(args, rt).trigger(args.name)
     print(f"Running scheduled command: {args.name} (job {task_id} enqueued)")
@@ -113,6 +122,9 @@ def cmd_queue_work(args, rt) -> int:
 
 def cmd_queue_list(args, rt) -> int:
     ops = _ops(args, rt)
+    if args.by_tenant:
+        return _out(args, ops.queue_by_tenant(), ["tenant_id", "tenant", "pending", "running", "oldest_age_s",
+                                                   "done_last_5m", "per_minute"])
     states = [s for s in ("pending", "scheduled", "running") if getattr(args, s)] or ["pending", "scheduled", "running"]
     items = []
     for state in states:
@@ -207,8 +219,8 @@ def cmd_queue_dispatch(args, rt) -> int:
         else:
             raise CliError("--args: expected a JSON array (positional), an object (keyword) "
                            "or {\"args\": [...], \"kwargs\": {...}}")
-    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs)
-    print(f"Dispatched {args.task}: job {task_id}")
+    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs, key=args.key)
+    print(f"Dispatched {args.task}: job {task_id}" + (f" (key {args.key})" if args.key else ""))
     return 0
 
 
@@ -242,6 +254,8 @@ def cmd_event_emit(args, rt) -> int:
 def cmd_runs(args, rt) -> int:
     page = _ops(args, rt).runs(offset=args.offset, limit=args.limit, task=args.task, status=args.status,
                                search=args.search)
+    if args.status == "missed":  # what did not happen: the tick and the reason
+        return _out(args, page.items, ["id", "task_name", "tick", "status", "error"])
     return _out(args, page.items, ["id", "task_name", "kind", "status", "args_summary", "started_at",
                                    "duration_s", "runner", "error"])
 
@@ -357,9 +371,13 @@ def cmd_deploy(args, _rt) -> int:
 
 
 def cmd_bench_queue(args, _rt) -> int:
-    from .bench import run_queue_bench
+    from .bench import run_fairness_bench, run_queue_bench
 
-    return run_queue_bench(jobs=args.jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
+    jobs = 200 if args.smoke else args.jobs
+    if args.tenants:
+        return run_fairness_bench(jobs=jobs, workers=args.workers, tenants=args.tenants, stores=args.store,
+                                  redis_url=args.redis_url, rounds=1 if args.smoke else 2)
+    return run_queue_bench(jobs=jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
 
 
 # ====================================================================== parser
@@ -372,6 +390,9 @@ def _schedule_group(groups, common) -> None:
                            ("pause", cmd_schedule_pause, "stop a periodic task firing (persisted)"),
                            ("resume", cmd_schedule_resume, "let a paused periodic task fire again")):
         g.cmd(name, fn, text).add_argument("name", help="task name, e.g. erp:check-system-health")
+    c = g.cmd("explain", cmd_schedule_explain, "why a periodic task did or did not fire", json=True)
+    c.add_argument("name", help="task name, e.g. erp:check-system-health")
+    c.add_argument("--last", type=int, default=10, help="ticks to show (default 10)")
 
 
 def _queue_group(groups, common) -> None:
@@ -384,6 +405,8 @@ def _queue_group(groups, common) -> None:
     for state in ("pending", "scheduled", "running"):
         c.add_argument(f"--{state}", action="store_true", help=f"only {state} jobs")
     c.add_argument("--search", help="only jobs whose task, arguments or id contain this text")
+    c.add_argument("--by-tenant", action="store_true",
+                   help="per tenant: pending, running, oldest pending age, jobs done in the last 5 minutes")
     c = g.cmd("failed", cmd_queue_failed, "failed jobs awaiting action", json=True, paged=True)
     c.add_argument("--task", help="only this task")
     c.add_argument("--search", help="only failures whose task, error or id contain this text")
@@ -406,6 +429,8 @@ def _queue_group(groups, common) -> None:
     c = g.cmd("dispatch", cmd_queue_dispatch, "enqueue any registered job by name")
     c.add_argument("task", help="job name (see 'erpq schedule list' for periodic tasks)")
     c.add_argument("--args", help='JSON: [positional], {"keyword": ...} or {"args": [...], "kwargs": {...}}')
+    c.add_argument("--key", help="idempotency key: while its job is pending, running or finished less than "
+                                 "queue.key_ttl_s ago, the same key dispatches nothing (prints that job's id)")
     g.cmd("cancel", cmd_queue_cancel, "remove a pending or scheduled job").add_argument("job_id", help="job id")
     g.cmd("recover", cmd_queue_recover, "re-enqueue the work of dead runners now")
 
@@ -415,7 +440,8 @@ def _fleet_groups(groups, common) -> None:
     c = groups.add_parser("runs", help="run history, newest first", parents=[common, json_flag, paging])
     c.set_defaults(handler=cmd_runs)
     c.add_argument("--task", help="only this task")
-    c.add_argument("--status", help="success, failed, retrying, skipped, running, enqueued, ...")
+    c.add_argument("--status", help="success, failed, retrying, skipped, missed (ticks not run, with the "
+                                    "reason), running, enqueued, ...")
     c.add_argument("--search", help="only runs whose task, arguments, id or error contain this text")
 
     g = Group(groups, common, "batch", "groups of jobs with progress")
@@ -483,6 +509,9 @@ def _admin_groups(groups, common) -> None:
     c.add_argument("--workers", type=int, default=4, help="worker threads (default 4)")
     c.add_argument("--store", action="append", choices=["sqlite", "redis"], help="default: both")
     c.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Redis for the redis store")
+    c.add_argument("--tenants", type=int, default=0,
+                   help="compare erpq with queue.fair off and on, jobs spread over this many tenants")
+    c.add_argument("--smoke", action="store_true", help="200 jobs: only check that it runs")
 
 
 def _capability_groups(groups, common) -> None:

@@ -35,7 +35,73 @@ class JobInfo(_Record):
     key: str | None = None  # opaque handle for cancel_job (pending/scheduled only)
 
 
+@dataclass
+class TenantQueueInfo(_Record):
+    """Queue depth, oldest waiting job and throughput of one tenant (0: no tenant)."""
+
+    tenant_id: int
+    tenant: str
+    pending: int
+    running: int
+    oldest_age_s: float | None
+    done_last_5m: int
+    per_minute: float
+
+
+#: Pending jobs decoded to count per tenant on a store without lanes (``queue.fair`` off).
+TENANT_SCAN_LIMIT = 50_000
+
+
 class QueueOps(OpsCore):
+    def queue_by_tenant(self) -> list[TenantQueueInfo]:
+        """Per tenant: pending jobs, running jobs, age of the oldest pending one and
+        jobs finished in the last 5 minutes (``erpq queue list --by-tenant``)."""
+        from ..db import utcnow
+        from ..models import JobRun, Tenant
+
+        rt, now = self.rt, utcnow()
+        storage = rt.huey.storage
+        depths: dict[int, tuple[int, bytes]] = {}
+        running: dict[int, int] = {}
+        if hasattr(storage, "tenant_depths"):
+            depths, running = storage.tenant_depths(), storage.running_by_tenant()
+        else:
+            counts: dict[int, list] = {}
+            pos = 0
+            while pos < TENANT_SCAN_LIMIT:
+                rows = storage.enqueued_page(pos, 1000)
+                if not rows:
+                    break
+                pos += len(rows)
+                for _key, data in rows:
+                    tenant = rt.huey.lane_of(bytes(data))[0]
+                    entry = counts.setdefault(tenant, [0, bytes(data)])
+                    entry[0] += 1
+            depths = {t: (n, d) for t, (n, d) in counts.items()}
+            for _key, _runner, _ts, data in storage.inflight_page(0, 1000):
+                tenant = rt.huey.lane_of(bytes(data))[0]
+                running[tenant] = running.get(tenant, 0) + 1
+        since = now - dt.timedelta(minutes=5)
+        with rt.read_session() as s:
+            done = dict(s.execute(sa.select(sa.func.coalesce(JobRun.tenant_id, 0), sa.func.count())
+                                  .where(JobRun.finished_at >= since, JobRun.status == "success")
+                                  .group_by(sa.func.coalesce(JobRun.tenant_id, 0))).all())
+            slugs = dict(s.execute(sa.select(Tenant.id, Tenant.slug)).all())
+        out = []
+        for tenant in sorted(set(depths) | set(running) | set(done)):
+            n, oldest = depths.get(tenant, (0, b""))
+            age = None
+            if n and oldest:
+                try:
+                    _msg, meta = rt.huey.decode(oldest)
+                    age = max(0.0, now.timestamp() - float(meta["enqueued_at"]))
+                except Exception:
+                    age = None
+            out.append(TenantQueueInfo(tenant, slugs.get(tenant, "-" if tenant == 0 else f"#{tenant}"), n,
+                                       running.get(tenant, 0), age, done.get(tenant, 0), done.get(tenant, 0) / 5))
+        return out
+
+
     # ------------------------------------------------------------ queue
     def queue_counts(self) -> dict[str, int]:
         huey = self.rt.huey
@@ -141,8 +207,11 @@ class QueueOps(OpsCore):
         return storage.remove_enqueued(k) or storage.remove_scheduled(k)
 
     @_audited
-    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None) -> str:
-        """Enqueue any registered job by name; returns the task id."""
+    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None,
+                 key: str | None = None) -> str:
+        """Enqueue any registered job by name; returns the task id. With an
+        idempotency ``key`` a second dispatch while the first job is pending,
+        running or recently finished returns that job's id and enqueues nothing."""
         if task_name not in self.rt.tasks:
             known = ", ".join(sorted(self.rt.tasks))
             raise NotFound(f"unknown task {task_name!r} (known: {known})")
@@ -156,10 +225,13 @@ class QueueOps(OpsCore):
         if reserved:
             raise OpsError(f"argument name(s) {', '.join(sorted(reserved))} are reserved by Huey")
         payload = json.dumps({"args": args, "kwargs": kwargs}) if (args or kwargs) else ""
+        if key is not None and not 0 < len(key) <= 191:
+            raise Invalid("--key: 1 to 191 characters")
         self._act("queue.dispatch", task_name,
-                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else ""))
+                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else "")
+                  + (f" --key {shlex.quote(key)}" if key is not None else ""))
         try:
-            return self.rt.enqueue(task_name, *args, trigger="manual", **kwargs)
+            return self.rt.enqueue(task_name, *args, trigger="manual", key=key, **kwargs)
         except UnknownTask as exc:
             raise NotFound(str(exc)) from None
 
