@@ -171,7 +171,7 @@ class Runtime:
         """
         wrapper = self.task_wrapper(name)
         if JOBS[name].periodic:
-            return self.trigger_periodic(name)
+            return self.trigger_periodic(name, task_id=task_id)
         task = wrapper.s(*args, **kwargs) if task_id is None else wrapper.s(*args, id=task_id, **kwargs)
         if delay is not None or eta is not None:
             from huey.utils import normalize_time
@@ -186,8 +186,8 @@ class Runtime:
             self.huey.enqueue(task)
         return task.id
 
-    def trigger_periodic(self, name: str, trigger: str = "manual") -> str:
-        task = self.task_wrapper(name).s()
+    def trigger_periodic(self, name: str, trigger: str = "manual", task_id: str | None = None) -> str:
+        task = self.task_wrapper(name).s() if task_id is None else self.task_wrapper(name).s(id=task_id)
         self.huey.claim_run(task, tick=None, trigger=trigger)
         log.info("Running scheduled command: %s (%s)", name, trigger)
         self.huey.enqueue(task)

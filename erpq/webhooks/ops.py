@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..models import Tenant
+from ..models import Tenant, Webhook
 from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
-from ..ops.base import _Record, text_search
+from ..ops.base import _Record, check_columns, check_id, check_page, check_text, text_search
 
 
 @dataclass
@@ -67,6 +67,7 @@ class WebhookOps(OpsSection):
         from ..models import WebhookDelivery as D
         from .service import STATUSES
 
+        check_page(offset, limit)
         if status is not None and status not in STATUSES:
             raise OpsError(f"unknown delivery status {status!r} (one of {', '.join(STATUSES)})")
         q = sa.select(D)
@@ -107,34 +108,43 @@ class WebhookOps(OpsSection):
         from . import service
 
         reason = reason or "disabled by operator"
+        check_id(webhook_id, "webhook id")
+        check_columns(Webhook, "webhook", disabled_reason=reason)
         self._act("webhook.disable", str(webhook_id),
                   f"erpq webhook disable {webhook_id} --reason {shlex.quote(reason)}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 service.disable_webhook(s, webhook_id, reason)
+                return self._webhook(webhook_id, s)
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None
-        return self._webhook(webhook_id)
 
     @audited
     def enable(self, webhook_id: int) -> WebhookInfo:
         """Send to a subscription again, with a clean failure count."""
         from . import service
 
+        check_id(webhook_id, "webhook id")
         self._act("webhook.enable", str(webhook_id), f"erpq webhook enable {webhook_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 service.enable_webhook(s, webhook_id)
+                return self._webhook(webhook_id, s)
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None
-        return self._webhook(webhook_id)
 
-    def _webhook(self, webhook_id: int) -> WebhookInfo:
+    def _webhook(self, webhook_id: int, s=None) -> WebhookInfo:
+        """One subscription, read in session ``s`` (the action's, to see its own writes)."""
         from ..models import Webhook
 
-        with self.rt.read_session() as s:
-            row = s.execute(sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id)
-                            .where(Webhook.id == webhook_id)).first()
+        q = (sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id)
+             .where(Webhook.id == webhook_id))
+        if s is not None:
+            s.flush()
+            row = s.execute(q).first()
+        else:
+            with self.rt.read_session() as rs:
+                row = rs.execute(q).first()
         if row is None:
             raise NotFound(f"unknown webhook id {webhook_id}")
         return _webhook_info(*row)
@@ -149,27 +159,30 @@ class WebhookOps(OpsSection):
         from . import service
 
         names = list(event_names or [])
+        check_columns(Webhook, "webhook", url=url, description=description)
+        for n in names:
+            check_text(n, "event name", 64)
         tid = self.ops.tenant_id(tenant)
         self._act("webhook.add", url, f"erpq webhook add {shlex.quote(url)} --tenant {shlex.quote(str(tenant))}"
                   + "".join(f" --event {shlex.quote(n)}" for n in names)
                   + (f" --description {shlex.quote(description)}" if description else ""))
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 hook, secret = service.create_webhook(s, tid, url, names, description=description,
                                                       allow=self.settings.allow_hosts)
-                hook_id = hook.id
+                return self._webhook(hook.id, s), secret
         except service.WebhookError as exc:
             raise Invalid(str(exc)) from None
-        return self._webhook(hook_id), secret
 
     @audited
     def rotate_secret(self, webhook_id: int) -> str:
         """Give a subscription a new secret; returns it (shown once)."""
         from . import service
 
+        check_id(webhook_id, "webhook id")
         self._act("webhook.rotate-secret", str(webhook_id), f"erpq webhook rotate-secret {webhook_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 return service.rotate_secret(s, webhook_id)
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None
