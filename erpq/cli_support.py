@@ -140,6 +140,8 @@ def check_argv(argv: Sequence[str]) -> None:
     """Refuse an argument that is not valid UTF-8 (bytes the OS handed over as
     surrogates): it could never be stored or sent."""
     for i, arg in enumerate(argv, 1):
+        if "\x00" in arg:
+            raise CliError(f"argument {i} contains a NUL character", code=2)
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError as exc:

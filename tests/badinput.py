@@ -51,23 +51,37 @@ def write_config(tmp: Path, database_url: str, queue_url: str = "sqlite:///q.db"
 
 def dump(cfg: str) -> dict:
     """Every row of every table, and every job in the queue store (what a command could change)."""
-    from erpq.config import load
-    from erpq.runtime import Runtime
-
-    rt = Runtime(load(cfg))
-    try:
+    rt = _runtime(cfg)
+    if True:
         storage = rt.huey.storage
         state: dict = {"pending": sorted(bytes(d) for _k, d in storage.enqueued_page(0, 100_000)),
                        "scheduled": sorted(bytes(d) for _k, d, _t in storage.scheduled_page(0, 100_000))}
         meta = sa.MetaData()
         meta.reflect(rt.engine)
-        with rt.engine.connect() as conn:
+        with rt.engine.connect() as conn:  # a new transaction: sees every commit
             for table in meta.sorted_tables:
                 rows = conn.execute(sa.select(table)).all()
                 state[table.name] = sorted(repr(tuple(r)) for r in rows)
         return state
-    finally:
-        rt.close()
+
+
+_RUNTIMES: dict = {}
+
+
+def _runtime(cfg: str):
+    """One runtime per config for dumps (opening one per example is slow)."""
+    from erpq.config import load
+    from erpq.runtime import Runtime
+
+    rt = _RUNTIMES.get(cfg)
+    if rt is None:
+        rt = _RUNTIMES[cfg] = Runtime(load(cfg))
+    return rt
+
+
+def close_dumps() -> None:
+    while _RUNTIMES:
+        _RUNTIMES.popitem()[1].close()
 
 
 def assert_outcome(result: Result, before: dict, after: dict, argv: list[str]) -> None:

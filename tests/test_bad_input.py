@@ -9,7 +9,7 @@ import os
 import pytest
 import sqlalchemy as sa
 
-from badinput import dump, run_cli, write_config
+from badinput import close_dumps, dump, run_cli, write_config
 from conftest import MARIADB_URL, PG_URL, db_available, need, reset_database
 from erpq.runtime import job, set_current
 
@@ -33,6 +33,7 @@ def cfg(request, tmp_path):
     assert run_cli(path, ["db", "upgrade"]).code == 0
     assert run_cli(path, ["tenant", "add", "acme"]).code == 0
     yield path
+    close_dumps()
     set_current(None)
 
 
