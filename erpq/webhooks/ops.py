@@ -6,11 +6,9 @@ import datetime as dt
 import shlex
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
-from ..models import Tenant, Webhook
+from ..models import Webhook
 from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
-from ..ops.base import _Record, check_columns, check_id, check_page, check_text, text_search
+from ..ops.base import _Record, check_columns, check_id, check_page, check_text
 
 
 @dataclass
@@ -53,34 +51,25 @@ class WebhookOps(OpsSection):
 
     def subscriptions(self, tenant: str | int | None = None) -> list[WebhookInfo]:
         """Subscriptions (of one tenant), with failure counts and why disabled; never the secret."""
-        from ..models import Webhook
+        from . import service
 
-        q = sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id).order_by(Webhook.id)
-        if tenant is not None:
-            q = q.where(Webhook.tenant_id == self.ops.tenant_id(tenant))
+        tenant_id = self.ops.tenant_id(tenant) if tenant is not None else None
         with self.rt.read_session() as s:
-            return [_webhook_info(h, slug) for h, slug in s.execute(q)]
+            return [_webhook_info(h, slug) for h, slug in service.list_webhooks(s, tenant_id)]
 
     def deliveries(self, offset: int = 0, limit: int = 50, status: str | None = None,
-                           webhook_id: int | None = None, search: str | None = None) -> Page:
+                   webhook_id: int | None = None, search: str | None = None) -> Page:
         """Deliveries, newest first; ``search`` matches the delivery id, event or error."""
-        from ..models import WebhookDelivery as D
-        from .service import STATUSES
+        from . import service
 
         check_page(offset, limit)
-        if status is not None and status not in STATUSES:
-            raise OpsError(f"unknown delivery status {status!r} (one of {', '.join(STATUSES)})")
-        q = sa.select(D)
-        if status is not None:
-            q = q.where(D.status == status)
-        if webhook_id is not None:
-            q = q.where(D.webhook_id == webhook_id)
-        if search:
-            q = q.where(text_search((D.delivery_id, D.event, D.error), search))
-        with self.rt.read_session() as s:
-            total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
-            rows = s.scalars(q.order_by(D.id.desc()).offset(offset).limit(limit)).all()
-            return Page([_delivery_info(d) for d in rows], total, offset, limit)
+        try:
+            with self.rt.read_session() as s:
+                rows, total = service.list_deliveries(s, status=status, webhook_id=webhook_id, limit=limit,
+                                                      offset=offset, search=search)
+                return Page([_delivery_info(d) for d in rows], total, offset, limit)
+        except service.WebhookError as exc:
+            raise Invalid(str(exc)) from None
 
     def delivery_counts(self) -> dict[str, int]:
         """Deliveries per status (every status present, zero when none)."""
@@ -135,21 +124,17 @@ class WebhookOps(OpsSection):
 
     def _webhook(self, webhook_id: int, s=None) -> WebhookInfo:
         """One subscription, read in session ``s`` (the action's, to see its own writes)."""
-        from ..models import Webhook
+        from . import service
 
-        q = (sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id)
-             .where(Webhook.id == webhook_id))
         if s is not None:
             s.flush()
-            row = s.execute(q).first()
+            rows = service.list_webhooks(s, webhook_id=webhook_id)
         else:
             with self.rt.read_session() as rs:
-                row = rs.execute(q).first()
-        if row is None:
+                rows = service.list_webhooks(rs, webhook_id=webhook_id)
+        if not rows:
             raise NotFound(f"unknown webhook id {webhook_id}")
-        return _webhook_info(*row)
-
-
+        return _webhook_info(*rows[0])
 
     @audited
     def add(self, tenant: str | int, url: str, event_names: list[str] | None = None,
@@ -204,5 +189,6 @@ def _delivery_info(d) -> DeliveryInfo:
 
 def _webhook_error(exc: Exception) -> OpsError:
     """A webhook service error as the ops error an operator caused."""
-    message = str(exc)
-    return NotFound(message) if message.startswith("unknown") else Conflict(message)
+    from .service import WebhookNotFound
+
+    return NotFound(str(exc)) if isinstance(exc, WebhookNotFound) else Conflict(str(exc))

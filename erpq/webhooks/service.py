@@ -31,6 +31,10 @@ class WebhookError(ValueError):
     """Bad input to a webhook operation; the message names what and why."""
 
 
+class WebhookNotFound(WebhookError):
+    """The subscription, delivery or tenant named does not exist."""
+
+
 # ---------------------------------------------------------------- subscriptions
 
 
@@ -62,7 +66,7 @@ def create_webhook(s: Session, tenant_id: int, url: str, event_names: Iterable[s
                    *, description: str | None = None, allow: Sequence[str] = ()) -> tuple[Webhook, str]:
     """A new active subscription and its secret (the only time the secret is returned)."""
     if s.get(Tenant, tenant_id) is None:
-        raise WebhookError(f"unknown tenant id {tenant_id}")
+        raise WebhookNotFound(f"unknown tenant id {tenant_id}")
     hook = Webhook(tenant_id=tenant_id, url=check_url(url, allow), events=normalize_events(event_names),
                    secret=delivery.new_secret(), description=description, is_active=True,
                    consecutive_failures=0)
@@ -74,15 +78,19 @@ def create_webhook(s: Session, tenant_id: int, url: str, event_names: Iterable[s
 def get_webhook(s: Session, webhook_id: int) -> Webhook:
     hook = s.get(Webhook, webhook_id)
     if hook is None:
-        raise WebhookError(f"unknown webhook id {webhook_id}")
+        raise WebhookNotFound(f"unknown webhook id {webhook_id}")
     return hook
 
 
-def list_webhooks(s: Session, tenant_id: int | None = None) -> list[Webhook]:
-    q = sa.select(Webhook).order_by(Webhook.id)
+def list_webhooks(s: Session, tenant_id: int | None = None,
+                  webhook_id: int | None = None) -> list[tuple[Webhook, str]]:
+    """Subscriptions (of one tenant, or one by id) with their tenant's slug, oldest first."""
+    q = sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id).order_by(Webhook.id)
     if tenant_id is not None:
         q = q.where(Webhook.tenant_id == tenant_id)
-    return list(s.scalars(q))
+    if webhook_id is not None:
+        q = q.where(Webhook.id == webhook_id)
+    return [(h, slug) for h, slug in s.execute(q)]
 
 
 def disable_webhook(s: Session, webhook_id: int, reason: str = "disabled by operator") -> Webhook:
@@ -161,7 +169,7 @@ def get_delivery(s: Session, ref: str | int) -> WebhookDelivery:
     if d is None:
         d = s.scalar(sa.select(WebhookDelivery).where(WebhookDelivery.delivery_id == str(ref)))
     if d is None:
-        raise WebhookError(f"unknown delivery {ref!r}")
+        raise WebhookNotFound(f"unknown delivery {ref!r}")
     return d
 
 
@@ -190,19 +198,26 @@ def prepare_redelivery(s: Session, ref: str | int) -> tuple[WebhookDelivery, str
 
 
 def list_deliveries(s: Session, status: str | None = None, webhook_id: int | None = None,
-                    limit: int = 50, offset: int = 0, tenant_id: int | None = None) -> list[WebhookDelivery]:
-    """Newest first, for operators (``erpq webhook deliveries``, the console)."""
+                    limit: int = 50, offset: int = 0, tenant_id: int | None = None,
+                    search: str | None = None) -> tuple[list[WebhookDelivery], int]:
+    """A page of deliveries, newest first, and how many match (operators' view);
+    ``search`` matches the delivery id, event or error, ignoring case."""
+    from ..ops.base import text_search
+
     if status is not None and status not in STATUSES:
-        raise WebhookError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
+        raise WebhookError(f"unknown delivery status {status!r} (one of {', '.join(STATUSES)})")
     D = WebhookDelivery
-    q = sa.select(D).order_by(D.id.desc()).limit(limit).offset(offset)
+    q = sa.select(D)
     if status is not None:
         q = q.where(D.status == status)
     if webhook_id is not None:
         q = q.where(D.webhook_id == webhook_id)
     if tenant_id is not None:
         q = q.where(D.tenant_id == tenant_id)
-    return list(s.scalars(q))
+    if search:
+        q = q.where(text_search((D.delivery_id, D.event, D.error), search))
+    total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+    return list(s.scalars(q.order_by(D.id.desc()).offset(offset).limit(limit))), total
 
 
 def delivery_counts(s: Session) -> dict[str, int]:
