@@ -435,8 +435,8 @@ def _fleet_groups(groups, common) -> None:
         "id", help="batch id")
 
     g = Group(groups, common, "runner", "runners and their heartbeats")
-    g.cmd("list", cmd_runner_list, "live runners (--all: stopped ones too)", json=True).add_argument(
-        "--all", action="store_true", help="stopped runners too")
+    g.cmd("list", cmd_runner_list, "living runners (--all: stopped and silent ones too)", json=True).add_argument(
+        "--all", action="store_true", help="stopped and silent (dead) runners too")
 
     g = Group(groups, common, "lock", "periodic-task locks")
     g.cmd("list", cmd_lock_list, "locks held", json=True)
