@@ -33,6 +33,7 @@ silently missing commands.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -155,8 +156,10 @@ _loaded_modules: set[str] = set()
 ENTRY_POINT_GROUP = "erpq.capabilities"
 
 
+@functools.cache
 def builtin_modules() -> list[str]:
-    """``erpq.<pkg>.capability`` for every subpackage of erpq that has one."""
+    """``erpq.<pkg>.capability`` for every subpackage of erpq that has one (scanned once:
+    ``load_all`` runs on every ``events.emit``)."""
     import erpq
 
     found = []
@@ -166,7 +169,10 @@ def builtin_modules() -> list[str]:
     return sorted(found)
 
 
+@functools.cache
 def entry_point_modules() -> list[str]:
+    """Modules named in the entry-point group (read once per process: scanning every
+    installed distribution's metadata costs milliseconds, on every emit)."""
     from importlib.metadata import entry_points
 
     return [ep.value.partition(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]

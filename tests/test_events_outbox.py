@@ -127,3 +127,14 @@ def test_bad_payloads_are_refused_at_the_door(runtime):
     with pytest.raises(events.UnknownEvent, match="unknown event 'deal.exploded'"), runtime.session() as s:
         events.emit("deal.exploded", {}, tenant, session=s)
     assert outbox(runtime) == []
+
+
+def test_a_released_savepoint_does_not_fan_out_before_the_commit(runtime, seen):
+    tenant = add_tenant(runtime)
+    with runtime.session() as s:
+        events.emit("deal.created", {"id": 5}, tenant, session=s)
+        with s.begin_nested():
+            events.emit("deal.created", {"id": 6}, tenant, session=s)
+        assert seen == []  # the savepoint's release is not the commit
+    assert sorted(e.payload["id"] for e in seen) == [5, 6]
+    assert [r.status for r in outbox(runtime)] == ["done", "done"]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from ..models import Tenant
 from ..ops import Conflict, Invalid, NotFound, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, text_search
 from . import service
 from .models import Product, PurchaseOrder, PurchaseOrderLine, ReorderRule, Supplier
 
@@ -68,7 +68,7 @@ class InventoryOps(OpsSection):
         if tenant is not None:
             q = q.where(ReorderRule.tenant_id == self.ops.tenant_id(tenant))
         if search:
-            q = q.where(sa.or_(Product.sku.like(f"%{search}%"), Supplier.name.like(f"%{search}%")))
+            q = q.where(text_search((Product.sku, Supplier.name), search))
         return q
 
     def rules(self, tenant=None) -> list[RuleInfo]:
@@ -95,7 +95,7 @@ class InventoryOps(OpsSection):
         if status is not None:
             q = q.where(PurchaseOrder.status == status)
         if search:
-            q = q.where(sa.or_(PurchaseOrder.number.like(f"%{search}%"), PurchaseOrder.supplier.like(f"%{search}%")))
+            q = q.where(text_search((PurchaseOrder.number, PurchaseOrder.supplier), search))
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery()))
             rows = s.execute(q.order_by(PurchaseOrder.id.desc()).offset(offset).limit(limit)).all()

@@ -86,6 +86,7 @@ def check_reorder_rules(rt: Runtime, tenant_id: int | None = None) -> ReorderRes
             key = (rule.tenant_id, supplier.id if supplier else None, None if supplier else rule.supplier)
             groups[key].append((rule, product, supplier, qty))
         now = utcnow()
+        created: list[tuple[dict, int]] = []
         for (tid, supplier_id, supplier_text), items in groups.items():
             supplier_name = items[0][2].name if items[0][2] else supplier_text
             try:
@@ -105,12 +106,16 @@ def check_reorder_rules(rt: Runtime, tenant_id: int | None = None) -> ReorderRes
                 continue
             for rule, *_ in items:
                 rule.last_triggered_at, rule.last_order_id = now, order.id
-            events.emit("purchase_order.created", {
-                "purchase_order_id": order.id, "number": order.number, "supplier": supplier_name,
-                "lines": [{"product_id": p.id, "sku": p.sku, "quantity": str(q)} for _, p, _, q in items]},
-                tid, session=s)
+            created.append(({"purchase_order_id": order.id, "number": order.number, "supplier": supplier_name,
+                             "lines": [{"product_id": p.id, "sku": p.sku, "quantity": str(q)}
+                                       for _, p, _, q in items]}, tid))
             result.orders.append(order.id)
             result.lines += len(items)
+        # Emitted after the last savepoint: SQLAlchemy fires after_commit when a savepoint is
+        # released too, which would fan an event already emitted out before this transaction
+        # commits (on SQLite it then waits for this transaction's write lock, up to busy_timeout).
+        for payload, tid in created:
+            events.emit("purchase_order.created", payload, tid, session=s)
     return result
 
 

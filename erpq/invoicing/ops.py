@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ..db import utcnow
 from ..models import Tenant
 from ..ops import Conflict, Invalid, NotFound, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, text_search
 from . import periods, service
 from .models import Invoice, RecurringInvoice
 
@@ -113,9 +113,7 @@ class InvoicingOps(OpsSection):
         if tenant is not None:
             q = q.where(RecurringInvoice.tenant_id == self.ops.tenant_id(tenant))
         if search:
-            like = f"%{search}%"
-            q = q.where(sa.or_(RecurringInvoice.name.like(like), Tenant.slug.like(like),
-                               RecurringInvoice.paused_reason.like(like)))
+            q = q.where(text_search((RecurringInvoice.name, Tenant.slug, RecurringInvoice.paused_reason), search))
         return q
 
     def templates(self, tenant: str | int | None = None) -> list[TemplateInfo]:
@@ -170,7 +168,7 @@ class InvoicingOps(OpsSection):
         if since is not None:
             q = q.where(Invoice.issue_date >= since)
         if search:
-            q = q.where(sa.or_(Invoice.number.like(f"%{search}%"), Tenant.slug.like(f"%{search}%")))
+            q = q.where(text_search((Invoice.number, Tenant.slug), search))
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery()))
             rows = s.execute(q.order_by(Invoice.issue_date.desc(), Invoice.id.desc()).offset(offset).limit(limit))

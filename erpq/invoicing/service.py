@@ -135,6 +135,20 @@ class Numberer:
             value = self.s.scalar(q)
         self.values[key] = self.start[key] = value
 
+    def lock_all(self, wanted: list[tuple[int, dt.date, dt.date]]) -> None:
+        """Lock the sequence rows of every (tenant, first date, last date) at once, in key order.
+
+        Taken lazily, two generators could lock (or create) the same rows in opposite
+        orders and deadlock; in one sorted pass they queue behind each other instead.
+        """
+        keys = set()
+        for tenant_id, first, last in wanted:
+            years = range(first.year, last.year + 1) if self.per_year else (0,)
+            keys.update((tenant_id, year) for year in years)
+        for key in sorted(keys):
+            if key not in self.values:
+                self._lock(key)
+
     def next(self, tenant_id: int, issue: dt.date) -> str:
         key = self._key(tenant_id, issue)
         if key not in self.values:
@@ -260,6 +274,8 @@ def _issue(s: Session, cfg, templates: list[RecurringInvoice], as_of: dt.date, r
                 Invoice.recurring_invoice_id.in_([t.id for t in templates]),
                 Invoice.period_start >= min(t.next_date or as_of for t in templates))):
             existing[tid].add(start)
+    numberer.lock_all([(t.tenant_id, t.next_date, as_of) for t in templates
+                       if t.is_active and t.paused_at is None and t.next_date is not None and t.next_date <= as_of])
     made: list[Invoice] = []
     for t in templates:
         if not t.is_active or t.paused_at is not None or t.next_date is None or t.next_date > as_of:

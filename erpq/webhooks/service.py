@@ -247,6 +247,9 @@ class WebhookService:
         except events.UnknownEvent as exc:
             raise WebhookError(str(exc)) from None
         tenant_id = events._tenant_id(tenant)
+        with self.rt.read_session() as s:  # most events have no subscriber: no write transaction then
+            if not subscribers(s, tenant_id, event):
+                return []
         with self.rt.session() as s:
             rows = create_deliveries(s, tenant_id, event, payload, event_id)
             todo = [(d.id, d.job_id, d.delivery_id) for d in rows]
