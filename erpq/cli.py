@@ -268,7 +268,10 @@ def cmd_batch_cancel(args, rt) -> int:
 
 
 def cmd_runner_list(args, rt) -> int:
-    return _out(args, _ops(args, rt).runners(include_stopped=args.all),
+    runners = _ops(args, rt).runners(include_stopped=args.all)
+    if not args.all:  # only the living: a silent runner not yet marked stopped is dead too
+        runners = [r for r in runners if r.alive]
+    return _out(args, runners,
                 ["id", "kind", "workers", "alive", "heartbeat_age_s", "current_jobs", "started_at", "stopped_at"])
 
 

@@ -25,7 +25,8 @@ def test_an_idle_runner_killed_is_marked_stopped_and_forgotten(store_runtime: Ru
     if hasattr(storage, "runners_key"):  # Redis: the runner had registered itself
         storage.conn.sadd(storage.runners_key, "killed-idle", "alive-one")
 
-    assert [r.id for r in Ops(rt).runners()] == ["alive-one"]  # silent = not shown by default
+    shown = {r.id: r.alive for r in Ops(rt).runners()}
+    assert shown == {"killed-idle": False, "alive-one": True}  # silent, not yet marked stopped
     rt.recover_dead_runners()
 
     with rt.read_session() as s:
@@ -36,3 +37,24 @@ def test_an_idle_runner_killed_is_marked_stopped_and_forgotten(store_runtime: Ru
         assert "killed-idle" not in members and "alive-one" in members
     assert {r.id for r in Ops(rt).runners(include_stopped=True)} == {"killed-idle", "alive-one"}
     assert [r.id for r in Ops(rt).runners()] == ["alive-one"]
+
+
+def test_runner_list_shows_only_the_living_by_default(tmp_path):
+    from badinput import run_cli, write_config
+
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/db.sqlite")
+    assert run_cli(cfg, ["db", "upgrade"]).code == 0
+    from erpq.config import load
+
+    rt = Runtime(load(cfg))
+    try:
+        old = utcnow() - dt.timedelta(hours=1)
+        with rt.session() as s:
+            s.add(Runner(id="silent", host="h", pid=1, queue="q", started_at=old, heartbeat_at=old))
+            s.add(Runner(id="living", host="h", pid=1, queue="q"))
+    finally:
+        rt.close()
+    r = run_cli(cfg, ["runner", "list", "--json"])
+    assert r.code == 0 and "living" in r.out and "silent" not in r.out
+    r = run_cli(cfg, ["runner", "list", "--all", "--json"])
+    assert "living" in r.out and "silent" in r.out

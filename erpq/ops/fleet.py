@@ -160,8 +160,6 @@ class FleetOps(OpsCore):
             out.append(RunnerInfo(r.id, r.host, r.pid, r.kind, r.workers, r.periodic, r.queue, r.started_at,
                                   r.heartbeat_at, age, r.stopped_at, r.stopped_at is None and age <= limit_s,
                                   counts.get(r.id, 0)))
-        if not include_stopped:  # only the living: a silent runner not yet marked stopped is dead too
-            out = [r for r in out if r.alive]
         return out
 
     def locks(self) -> list[LockInfo]:
