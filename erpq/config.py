@@ -44,6 +44,8 @@ class QueueSettings:
     tenant_concurrency: int = 0
     #: With ``fair``: at most N jobs of a job name at once, e.g. ``{SendCampaignJob = 2}``.
     task_concurrency: dict[str, int] = field(default_factory=dict)
+    #: Largest JSON arguments (UTF-8 bytes) an operator may dispatch a job with.
+    max_args_bytes: int = 65536
 
 
 @dataclass
@@ -197,6 +199,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise ConfigError(f"{p}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     base = Path.cwd() if p.resolve() == PACKAGED_DEFAULT.resolve() else p.resolve().parent
@@ -321,6 +325,8 @@ def _validate(s: Settings) -> None:
             raise err(f"runner.{key}", "must be positive")
     if s.runner.dead_after_s < 2 * s.runner.heartbeat_s:
         raise err("runner.dead_after_s", "must be at least twice runner.heartbeat_s")
+    if not 2 <= s.queue.max_args_bytes <= 16 * 1024 * 1024:
+        raise err("queue.max_args_bytes", "must be 2 to 16777216")
     if s.runner.max_recoveries < 0:
         raise err("runner.max_recoveries", "must be 0 or more")
     if not 1 <= s.runner.periodic_check_s <= 60 or 60 % s.runner.periodic_check_s:

@@ -218,7 +218,7 @@ class AuditLog(Base):
     source: Mapped[str] = mapped_column(Str(16))  # cli | console | api
     action: Mapped[str] = mapped_column(Str(64))
     target: Mapped[str | None] = mapped_column(Str(255))
-    command: Mapped[str | None] = mapped_column(Str(512))  # the equivalent erpq command line
+    command: Mapped[str | None] = mapped_column(sa.Text)  # the equivalent erpq command line (cut past 4000)
     detail: Mapped[str | None] = mapped_column(sa.Text)
 
 

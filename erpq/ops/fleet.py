@@ -137,7 +137,7 @@ class FleetOps(OpsCore):
         """Cancel a batch: its jobs not yet started are skipped."""
         self.batch(batch_id)
         self._act("batch.cancel", batch_id, f"erpq batch cancel {batch_id}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             n = s.execute(sa.update(JobBatch).where(JobBatch.id == batch_id, JobBatch.cancelled_at.is_(None),
                                                     JobBatch.finished_at.is_(None))
                           .values(cancelled_at=utcnow())).rowcount

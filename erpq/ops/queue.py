@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import inspect
 import shlex
+import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -13,7 +14,17 @@ from ..models import FailedJob
 from ..runtime import UnknownTask
 from ..runtime.history import summarize_args
 from ..runtime.registry import JOBS
-from .base import Invalid, NotFound, OpsCore, OpsError, Page, _audited, _Record
+from .base import (
+    Invalid,
+    NotFound,
+    OpsCore,
+    OpsError,
+    Page,
+    _audited,
+    _Record,
+    check_json_payload,
+    check_page,
+)
 
 # ====================================================================== records
 
@@ -120,6 +131,7 @@ class QueueOps(OpsCore):
                        batch_id=meta.get("batch_id"), key=key, **extra)
 
     def pending(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        check_page(offset, limit)
         storage = self.rt.huey.storage
         total = storage.queue_size()
         items = self._filtered(lambda o, n: storage.enqueued_page(o, n), offset, limit, search,
@@ -127,6 +139,7 @@ class QueueOps(OpsCore):
         return Page(items, total, offset, limit)
 
     def scheduled(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        check_page(offset, limit)
         storage = self.rt.huey.storage
         total = storage.schedule_size()
 
@@ -142,6 +155,7 @@ class QueueOps(OpsCore):
         return Page(items, total, offset, limit)
 
     def running(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        check_page(offset, limit)
         storage = self.rt.huey.storage
         total = storage.inflight_count()
         items = []
@@ -183,8 +197,12 @@ class QueueOps(OpsCore):
     @_audited
     def cancel_job(self, job_id: str, key: str | None = None) -> None:
         """Remove a pending or scheduled job before it runs."""
+        self._act("queue.cancel", job_id, f"erpq queue cancel {shlex.quote(job_id)}")
+        # The audit row commits first; a job not found takes it back.
+        self._after_commit(lambda: self._remove_job(job_id, key))
+
+    def _remove_job(self, job_id: str, key: str | None) -> None:
         storage = self.rt.huey.storage
-        self._act("queue.cancel", job_id, f"erpq queue cancel {job_id}")
         if key is not None and self._remove_by_key(key):
             return
         for page, remove in ((storage.enqueued_page, storage.remove_enqueued),
@@ -224,19 +242,51 @@ class QueueOps(OpsCore):
                     "expires", "timeout"} & set(kwargs)
         if reserved:
             raise OpsError(f"argument name(s) {', '.join(sorted(reserved))} are reserved by Huey")
-        payload = json.dumps({"args": args, "kwargs": kwargs}) if (args or kwargs) else ""
         if key is not None and not 0 < len(key) <= 191:
             raise Invalid("--key: 1 to 191 characters")
+        check_arguments(task_name, spec, args, kwargs)
+        payload = (check_json_payload({"args": args, "kwargs": kwargs}, "--args",
+                                      self.rt.settings.queue.max_args_bytes) if (args or kwargs) else "")
         self._act("queue.dispatch", task_name,
                   f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else "")
                   + (f" --key {shlex.quote(key)}" if key is not None else ""))
-        try:
-            return self.rt.enqueue(task_name, *args, trigger="manual", key=key, **kwargs)
-        except UnknownTask as exc:
-            raise NotFound(str(exc)) from None
+        if key is not None:
+            # A keyed job is enqueued at once: the answer is the id of the job holding the key,
+            # which may be an earlier one; the key makes a repeated dispatch harmless.
+            try:
+                return self.rt.enqueue(task_name, *args, trigger="manual", key=key, **kwargs)
+            except UnknownTask as exc:
+                raise NotFound(str(exc)) from None
+        task_id = str(uuid.uuid4())
+
+        def enqueue() -> None:
+            try:
+                self.rt.enqueue(task_name, *args, trigger="manual", task_id=task_id, **kwargs)
+            except UnknownTask as exc:
+                raise NotFound(str(exc)) from None
+
+        # The audit row commits first, the job is enqueued last (a failed enqueue takes the row back).
+        self._after_commit(enqueue)
+        return task_id
 
 
 # ====================================================================== conversions
+
+
+def check_arguments(task_name: str, spec, args: list, kwargs: dict) -> None:
+    """Refuse arguments the job's function cannot be called with (before enqueueing)."""
+    func = getattr(spec, "func", None)
+    if func is None:
+        return
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        params = ", ".join(str(p) for p in sig.parameters.values())
+        raise Invalid(f"{task_name}: arguments do not fit the job ({exc}); it takes ({params})") from None
 
 
 def _matches(info: JobInfo, search: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
+import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -195,7 +196,9 @@ class ScheduleOps(OpsCore):
         """Run a periodic task now (in addition to its schedule); returns the task id."""
         self._periodic(name)
         self._act("schedule.run", name, f"erpq schedule run {shlex.quote(name)}")
-        return self.rt.trigger_periodic(name, trigger="manual")
+        task_id = str(uuid.uuid4())
+        self._after_commit(lambda: self.rt.trigger_periodic(name, trigger="manual", task_id=task_id))
+        return task_id
 
     @_audited
     def pause(self, name: str) -> None:
@@ -209,5 +212,5 @@ class ScheduleOps(OpsCore):
         self._periodic(name)
         verb = "pause" if paused else "resume"
         self._act(f"schedule.{verb}", name, f"erpq schedule {verb} {shlex.quote(name)}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             s.merge(ScheduleState(name=name, paused=paused, changed_at=utcnow(), changed_by=self.actor.user))

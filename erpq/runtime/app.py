@@ -205,6 +205,9 @@ class ErpqHuey(Huey):
         run = getattr(self._ctx, "run", None)
         if run is not None:
             run.signals.append(signal)
+        if signal == "error" and args and retry.is_permanent(args[0]):
+            # Retrying cannot fix it: Huey decides "final" right after this signal.
+            task.retries = 0
 
     def _before_run(self, task):
         run: _Run = self._ctx.run

@@ -183,7 +183,7 @@ class Runtime:
         """
         wrapper = self.task_wrapper(name)
         if JOBS[name].periodic:
-            return self.trigger_periodic(name)
+            return self.trigger_periodic(name, task_id=task_id)
         task = wrapper.s(*args, **kwargs) if task_id is None else wrapper.s(*args, id=task_id, **kwargs)
         if key is not None:
             holder = self.claim_key(key, name, task.id, tenant_id)
@@ -234,8 +234,8 @@ class Runtime:
             s.execute(sa.update(JobKey).where(JobKey.key == key, JobKey.task_id == task_id).values(
                 finished_at=now, expires_at=now + dt.timedelta(seconds=self.settings.queue.key_ttl_s)))
 
-    def trigger_periodic(self, name: str, trigger: str = "manual") -> str:
-        task = self.task_wrapper(name).s()
+    def trigger_periodic(self, name: str, trigger: str = "manual", task_id: str | None = None) -> str:
+        task = self.task_wrapper(name).s() if task_id is None else self.task_wrapper(name).s(id=task_id)
         self.huey.claim_run(task, tick=None, trigger=trigger)
         log.info("Running scheduled command: %s (%s)", name, trigger)
         self.huey.enqueue(task)
