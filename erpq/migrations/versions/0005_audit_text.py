@@ -1,7 +1,7 @@
 """audit_log.command becomes text (a long equivalent command never refuses the audit row)
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29 17:25:00
 
 Follows 0004 (idempotency keys, probes).
