@@ -56,13 +56,47 @@ class JobRun(Base):
     args_summary: Mapped[str | None] = mapped_column(Str(255))
     tenant_id: Mapped[int | None] = mapped_column(sa.Integer, index=True)
     batch_id: Mapped[str | None] = mapped_column(Str(36))
-    status: Mapped[str] = mapped_column(Str(16))  # enqueued running success failed retrying skipped abandoned cancelled
+    status: Mapped[str] = mapped_column(Str(16))  # enqueued running success failed retrying skipped missed abandoned cancelled
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
     tick: Mapped[dt.datetime | None]
     enqueued_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    runner: Mapped[str | None] = mapped_column(Str(128))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    #: A scheduled periodic run: seconds between its tick and its start.
+    late_s: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class JobKey(Base):
+    """An idempotency key of a dispatch: one job per key while it is pending or
+    running and until ``expires_at`` after it finished (NULL: not finished)."""
+
+    __tablename__ = "job_keys"
+
+    key: Mapped[str] = mapped_column(Str(191), primary_key=True)
+    task_name: Mapped[str] = mapped_column(Str(128))
+    task_id: Mapped[str] = mapped_column(Str(64))
+    tenant_id: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+
+
+class HealthProbe(Base):
+    """One round trip of the health probe job through the real queue."""
+
+    __tablename__ = "health_probes"
+
+    id: Mapped[int] = _id()
+    task_id: Mapped[str] = mapped_column(Str(64), unique=True)
+    enqueued_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    wait_s: Mapped[float | None] = mapped_column(sa.Float)
+    run_s: Mapped[float | None] = mapped_column(sa.Float)
+    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending ok failed
     runner: Mapped[str | None] = mapped_column(Str(128))
     error: Mapped[str | None] = mapped_column(sa.Text)
 
@@ -184,7 +218,7 @@ class AuditLog(Base):
     source: Mapped[str] = mapped_column(Str(16))  # cli | console | api
     action: Mapped[str] = mapped_column(Str(64))
     target: Mapped[str | None] = mapped_column(Str(255))
-    command: Mapped[str | None] = mapped_column(Str(512))  # the equivalent erpq command line
+    command: Mapped[str | None] = mapped_column(sa.Text)  # the equivalent erpq command line (cut past 4000)
     detail: Mapped[str | None] = mapped_column(sa.Text)
 
 
@@ -217,27 +251,6 @@ class User(Base):
 # mail tables (email_accounts, emails, email_campaigns, email_campaign_recipients): erpq/mail/models.py
 
 
-# ====================================================================== imports
-
-
-class ImportResult(Base):
-    __tablename__ = "import_results"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    entity: Mapped[str] = mapped_column(Str(32))  # leads contacts deals
-    filename: Mapped[str] = mapped_column(Str(512))
-    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending running finished failed
-    total_rows: Mapped[int | None] = mapped_column(sa.Integer)
-    processed_rows: Mapped[int] = mapped_column(sa.Integer, default=0)
-    success_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    failed_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    error_log: Mapped[Any | None] = mapped_column(JSONType)
-    batch_id: Mapped[str | None] = mapped_column(Str(36))
-    created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    started_at: Mapped[dt.datetime | None]
-    finished_at: Mapped[dt.datetime | None]
-    created_at: Mapped[dt.datetime] = _created()
 
 
 # ====================================================================== webhooks
@@ -282,40 +295,6 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-# ====================================================================== reports
-
-
-class Report(Base):
-    __tablename__ = "erp_reports"
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    name: Mapped[str] = mapped_column(Str(255))
-    report_type: Mapped[str] = mapped_column(Str(64))  # deals leads invoices ...
-    filters: Mapped[Any | None] = mapped_column(JSONType)
-    columns: Mapped[Any | None] = mapped_column(JSONType)
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class ReportSchedule(Base):
-    __tablename__ = "erp_report_schedules"
-    __table_args__ = (sa.Index("ix_report_schedules_due", "is_active", "next_run_at"),)
-
-    id: Mapped[int] = _id()
-    tenant_id: Mapped[int] = _tenant()
-    report_id: Mapped[int] = mapped_column(sa.ForeignKey("erp_reports.id", ondelete="CASCADE"), index=True)
-    cron_expression: Mapped[str] = mapped_column(Str(128))
-    timezone: Mapped[str] = mapped_column(Str(64), default="UTC")
-    format: Mapped[str] = mapped_column(Str(8), default="pdf")  # pdf xlsx csv
-    recipients: Mapped[Any] = mapped_column(JSONType)
-    is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    next_run_at: Mapped[dt.datetime | None]
-    last_run_at: Mapped[dt.datetime | None]
-    last_status: Mapped[str | None] = mapped_column(Str(16))
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-    created_at: Mapped[dt.datetime] = _created()
 
 
 # ====================================================================== health
