@@ -145,14 +145,14 @@ async def test_esc_backs_out_and_tab_never_lands_on_the_tab_bar():
         for _ in range(6):
             await press(app, pilot, "tab")
             assert not isinstance(app.focused, Tabs)
-        await press(app, pilot, "1")
+        await press(app, pilot, "3")
+        await press(app, pilot, "enter")
+        assert isinstance(app.screen, TextScreen)
+        await press(app, pilot, "escape")  # Esc closes a detail screen
+        assert not isinstance(app.screen, TextScreen)
         for _ in range(4):
             await press(app, pilot, "tab")
             assert not isinstance(app.focused, Tabs)
-        await press(app, pilot, "enter")
-        assert isinstance(app.screen, TextScreen)
-        await press(app, pilot, "escape")
-        assert not isinstance(app.screen, TextScreen)
 
 
 async def test_help_names_every_action_with_its_key_and_rebinding_shows(tmp_path: Path):
