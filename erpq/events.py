@@ -185,7 +185,7 @@ def emit_many(name: str, payloads: list[dict[str, Any]], tenant: Any, *, session
     now = utcnow()
     rows = [{"name": name, "tenant_id": tenant_id, "payload": check_payload(name, p), "status": "pending",
              "attempts": 0, "created_at": now} for p in payloads]
-    session.execute(sa.insert(EventOutbox), rows)
+    session.execute(sa.insert(EventOutbox.__table__), rows)  # Core executemany: no ORM bulk bookkeeping per row
     _listen(session)
     session.info.setdefault("erpq_outbox_bulk", []).append((name, tenant_id, now))
     return len(rows)

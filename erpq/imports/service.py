@@ -576,9 +576,11 @@ def _dedupe(s, entity: str, tenant_id: int, good: list[tuple[int, dict]], opts: 
     t = TABLES[entity]
     emails = {rec["email"] for _, rec in good if rec.get("email")}
     existing: dict[str, int] = {}
-    if emails:
-        existing = {e.lower(): pk for pk, e in s.execute(
-            sa.select(t.c.id, t.c.email).where(t.c.tenant_id == tenant_id, t.c.email.in_(sorted(emails))))}
+    wanted = sorted(emails)
+    for start in range(0, len(wanted), 900):  # one query per 900 emails: under any backend's bind limit
+        existing.update((e.lower(), pk) for pk, e in s.execute(
+            sa.select(t.c.id, t.c.email).where(t.c.tenant_id == tenant_id,
+                                               t.c.email.in_(wanted[start:start + 900]))))
     new: list[tuple[int, dict]] = []
     updates: dict[int, tuple[int, dict]] = {}
     in_chunk: dict[str, int] = {}  # email -> index in new
