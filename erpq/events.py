@@ -185,9 +185,15 @@ def emit_many(name: str, payloads: list[dict[str, Any]], tenant: Any, *, session
     now = utcnow()
     rows = [{"name": name, "tenant_id": tenant_id, "payload": check_payload(name, p), "status": "pending",
              "attempts": 0, "created_at": now} for p in payloads]
-    session.execute(sa.insert(EventOutbox.__table__), rows)  # Core executemany: no ORM bulk bookkeeping per row
     _listen(session)
-    session.info.setdefault("erpq_outbox_bulk", []).append((name, tenant_id, now))
+    table = EventOutbox.__table__
+    if session.get_bind().dialect.insert_executemany_returning_sort_by_parameter_order:
+        # ids read back in one go: noted for the fan-out now, no look-up after the commit
+        session.info.setdefault("erpq_outbox", []).extend(session.execute(
+            sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
+    else:
+        session.execute(sa.insert(table), rows)
+        session.info.setdefault("erpq_outbox_bulk", []).append((name, tenant_id, now))
     return len(rows)
 
 

@@ -27,7 +27,7 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
@@ -64,6 +64,9 @@ class MailError(Exception):
     """
 
     transient = False
+    #: True when the message data went out and no answer came back (dropped
+    #: connection or timeout after DATA): the server may have accepted it.
+    uncertain = False
 
     def __init__(self, message: str, smtp_code: int | None = None, smtp_text: str = "",
                  refused: Mapping[str, tuple[int, str]] | None = None) -> None:
@@ -341,7 +344,8 @@ class MailConnection:
             smtp.close()
 
     def send(self, msg: EmailMessage, *, from_addr: str | None = None,
-             to_addrs: Sequence[str] | None = None) -> dict[str, tuple[int, str]]:
+             to_addrs: Sequence[str] | None = None,
+             before_data: Callable[[], None] | None = None) -> dict[str, tuple[int, str]]:
         """Send ``msg``; return ``{recipient: (code, text)}`` for recipients the server refused
         while accepting others (empty when all were accepted).
 
@@ -352,6 +356,12 @@ class MailConnection:
 
         If the server dropped the connection since the previous message (or
         answered 421), reconnects once and sends again.
+
+        ``before_data`` is called once the server accepted the envelope (MAIL
+        FROM and RCPT TO), right before DATA: a failure before it means the
+        message was certainly not delivered. An error raised after it without
+        a reply from the server has ``uncertain=True`` (never retried here);
+        an exception raised by ``before_data`` itself propagates unchanged.
         """
         if not isinstance(msg, EmailMessage):
             raise TypeError("msg must be an email.message.EmailMessage (see build_message)")
@@ -361,12 +371,27 @@ class MailConnection:
         self.open()
         for attempt in (1, 2):
             assert self._smtp is not None
+            smtp = self._smtp
+            state = {"data": False, "hook_error": False}
+            if before_data is not None:
+                real_data = smtp.data
+
+                def data(payload, _real=real_data, _state=state):
+                    _state["hook_error"] = True
+                    before_data()
+                    _state["hook_error"], _state["data"] = False, True
+                    return _real(payload)
+
+                smtp.data = data  # type: ignore[method-assign]  # sendmail calls self.data
             try:
-                refused = self._smtp.send_message(msg, from_addr=sender,
-                                                  to_addrs=list(to_addrs) if to_addrs else None)
+                refused = smtp.send_message(msg, from_addr=sender,
+                                            to_addrs=list(to_addrs) if to_addrs else None)
             except Exception as exc:
+                if state["hook_error"]:
+                    self._drop()  # mid-transaction: the connection is not reusable
+                    raise
                 reused = self.sent_on_connection > 0
-                if attempt == 1 and reused and _is_drop(exc):
+                if attempt == 1 and reused and _is_drop(exc) and not state["data"]:
                     self._drop()
                     self.open()
                     continue
@@ -377,7 +402,11 @@ class MailConnection:
                 else:
                     self._reset()
                 err = self.mailer._error(exc, where)
+                err.uncertain = state["data"] and not isinstance(exc, smtplib.SMTPResponseException)
                 raise err from (None if self.mailer._leaks(exc) else exc)
+            finally:
+                if before_data is not None:
+                    smtp.__dict__.pop("data", None)
             self.sent_on_connection += 1
             return {rcpt: (int(code), _scrub(_decode(text), self.mailer._secrets))
                     for rcpt, (code, text) in refused.items()}

@@ -16,6 +16,7 @@ Use it from any test module:
         smtp_server.attempts["x@y"]               # RCPT attempts for that address
         smtp_server.connections                   # connections accepted so far
         smtp_server.drop_connections()            # server hangs up on every client
+        smtp_server.data_hook = hook              # async hook(smtp, envelope) at DATA
 
 For AUTH: ``smtp_server.start(auth=("user", "secret"))`` restarts it requiring
 AUTH PLAIN/LOGIN with that login (over plain text; ``auth_require_tls=False``),
@@ -91,6 +92,11 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        hook = self.server.data_hook
+        if hook is not None:
+            reply = await hook(server, envelope)
+            if reply:
+                return reply
         reply = self.server.data_reply
         if reply:
             return reply
@@ -154,6 +160,10 @@ class SmtpServer:
         self.attempts: Counter[str] = Counter()
         #: a reply for DATA instead of accepting (e.g. "554 5.6.0 rejected").
         self.data_reply: str | None = None
+        #: ``async def hook(smtp, envelope) -> str | None`` awaited when DATA's content
+        #: arrived, before it is accepted: may wait, drop the connection
+        #: (``smtp.transport.close()``) or return a reply instead of accepting.
+        self.data_hook = None
         self.connections = 0
         self.auth: tuple[str, str] | None = None
         self.auth_attempts = 0

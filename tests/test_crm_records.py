@@ -138,8 +138,11 @@ def test_cli_records_and_notifications(crm, capsys, tmp_path):
     code, o = run("notifications", "list", "--user", str(ann), "--unread", "--json")
     (item,) = json.loads(o.out)
     assert item["kind"] == "deal.status_changed" and item["read_at"] is None
-    code, o = run("notifications", "read", str(item["id"]))
-    assert code == 0
+    code, o = run("notifications", "read", str(item["id"]), "--json")
+    read = json.loads(o.out)
+    assert code == 0 and read["id"] == item["id"] and read["read_at"] and read["user"] == "Ann"
+    code, o = run("notifications", "read", "999")
+    assert code == 1 and o.err.strip() == "no notification 999"
     code, o = run("notifications", "list", "--unread", "--json")
     assert json.loads(o.out) == []
     code, o = run("deal", "update", "1", "--set", "nope")

@@ -72,6 +72,37 @@ def test_matching_and_non_matching_condition_and_each_action(crm, smtp_server):
     assert len(fired) == 1 and fired[0].payload["data"] == {"k": 1}
 
 
+def test_update_field_value_email_to_and_webhook_data_are_templates(crm, smtp_server):
+    rt, t, ann = crm
+    load(rt, t, {**WON, "actions": [
+        {"type": "update_field", "field": "stage", "value": "won: {{ record.title }}"},
+        {"type": "email", "to": "{{ record.title | lower }}@example.com", "subject": "Hi", "body": "b"},
+        {"type": "webhook", "data": {"deal": "{{ record.title }}", "tags": ["{{ workflow }}", 7],
+                                     "n": 1}},
+    ]})
+    won(rt, deal(rt, t, ann, amount=5000, title="Bob"))
+    drain(rt)
+    (run,) = rows(rt, WorkflowRun)
+    assert run.status == "completed" and run.steps_done == 3
+    assert rows(rt, Deal)[0].stage == "won: Bob"
+    smtp_server.wait_for(1)
+    assert [m.rcpt_tos for m in smtp_server.messages if m.message["Subject"] == "Hi"] == [["bob@example.com"]]
+    (fired,) = [e for e in rows(rt, EventOutbox) if e.name == "workflow.fired"]
+    assert fired.payload["data"] == {"deal": "Bob", "tags": ["won", 7], "n": 1}
+
+
+def test_templates_run_in_the_sandbox(crm):
+    rt, t, ann = crm
+    load(rt, t, {**WON, "actions": [
+        {"type": "update_field", "field": "stage", "value": "{{ record.__class__.__mro__ }}"}]})
+    won(rt, deal(rt, t, ann, amount=5000))
+    drain(rt)  # the job fails (and is retried later); the run says why
+    (run,) = rows(rt, WorkflowRun)
+    assert run.status == "failed" and run.error.startswith("step 1 (update_field): TemplateError")
+    assert "refused by sandbox" in run.error
+    assert rows(rt, Deal)[0].stage is None
+
+
 def test_wait_resumes_by_its_eta_job_and_by_the_sweep_after_a_restart(crm, smtp_server):
     rt, t, ann = crm
     load(rt, t, {**WON, "actions": [{"type": "wait", "minutes": 10},
@@ -140,6 +171,11 @@ def test_loop_guard_cuts_a_workflow_that_retriggers_itself(crm):
      "workflow 'a' step 1 (email): field 'body': required"),
     ({"name": "a", "trigger": "deal.created", "actions": [{"type": "notify", "title": "{{ x "}]},
      "workflow 'a' step 1 (notify): field 'title': template error"),
+    ({"name": "a", "trigger": "deal.created", "actions": [{"type": "webhook", "data": {"x": ["{% if %}"]}}]},
+     "workflow 'a' step 1 (webhook): field 'data': template error"),
+    ({"name": "a", "trigger": "deal.created",
+      "actions": [{"type": "email", "to": "{{ a", "subject": "s", "body": "b"}]},
+     "workflow 'a' step 1 (email): field 'to': template error"),
     ({"name": "a", "trigger": "deal.created", "actions": [{"type": "wait"}]},
      "workflow 'a' step 1 (wait): field 'seconds': give a positive"),
     ({"name": "a", "trigger": "deal.created", "conditions": [{"field": "x", "op": "like", "value": 1}],
@@ -161,7 +197,16 @@ def test_workflow_cli_load_runs_show(crm, tmp_path, capsys):
     path = tmp_path / "wf.toml"
     path.write_text('[[workflow]]\nname = "won"\ntrigger = "deal.status_changed"\n'
                     '[[workflow.actions]]\ntype = "notify"\ntitle = "Won {{ record.title }}"\n')
+    assert cli(rt, "workflow", "load", str(path), "--tenant", "acme", "--json") == 0
+    (loaded,) = json.loads(capsys.readouterr().out)
+    assert (loaded["name"], loaded["trigger_event"], loaded["is_active"]) == ("won", "deal.status_changed", True)
+    assert loaded["actions"] == [{"type": "notify", "title": "Won {{ record.title }}"}]
     assert cli(rt, "workflow", "load", str(path), "--tenant", "acme") == 0
+    assert capsys.readouterr().out == "Loaded 1 workflow(s): won\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "trigger": "deal.created", "actions": [{"type": "notify"}]}')
+    with pytest.raises(Exception, match=r"^workflow 'x' step 1 \(notify\): field 'title': required$"):
+        cli(rt, "workflow", "load", str(bad), "--tenant", "acme", "--json")
     won(rt, deal(rt, t, ann))
     drain(rt)
     capsys.readouterr()
@@ -172,3 +217,42 @@ def test_workflow_cli_load_runs_show(crm, tmp_path, capsys):
     assert "step 1 notify: done" in capsys.readouterr().out
     page = __import__("erpq.ops", fromlist=["Ops"]).Ops(rt).crm.due_activities()
     assert page.total == 0
+
+
+def test_a_second_fan_out_of_the_same_event_starts_nothing(crm):
+    from erpq import events
+
+    rt, t, ann = crm
+    load(rt, t, {**WON, "name": "a", "actions": [{"type": "notify", "title": "a"}]},
+         {**WON, "name": "b", "actions": [{"type": "notify", "title": "b"}]})
+    d = deal(rt, t, ann, amount=5000)
+    won(rt, d)
+    (outbox,) = [e for e in rows(rt, EventOutbox) if e.name == "deal.status_changed"]
+    assert len(rows(rt, WorkflowRun)) == 2
+    again = events.Event("deal.status_changed", outbox.payload, t, id=outbox.id)
+    assert workflows.WorkflowEngine(rt).trigger(again) == []  # e.g. the sweep after a crash mid fan-out
+    drain(rt)
+    assert sorted(n.title for n in rows(rt, Notification) if n.kind == "workflow") == ["a", "b"]
+
+
+def test_one_fan_out_of_many_events_reads_workflows_once_and_starts_only_the_matching(crm):
+    from erpq import events
+
+    rt, t, ann = crm
+    other = add_tenant(rt, "globex")
+    load(rt, t, {**WON, "actions": [{"type": "notify", "title": "won {{ record.title }}"}]})
+    payload = {"new_status": "won", "amount": 5000, "assigned_to": ann, "title": "Big"}
+    batch = [events.Event("deal.status_changed", payload, t, id="901"),  # matches
+             events.Event("deal.status_changed", {**payload, "amount": 10}, t, id="902"),  # condition fails
+             events.Event("deal.status_changed", payload, other, id="903"),  # tenant without workflows
+             events.Event("deal.created", payload, t, id="904")]  # no workflow listens
+    started = workflows.WorkflowEngine(rt).trigger_many(batch)
+    (run,) = rows(rt, WorkflowRun)
+    assert started == {"901": [run.id], "902": [], "903": [], "904": []}
+    assert (run.event_key, run.tenant_id) == ("901", t)
+    assert workflows.WorkflowEngine(rt).trigger_many(batch) == {"901": [], "902": [], "903": [], "904": []}
+    drain(rt)
+    assert [n.title for n in rows(rt, Notification) if n.kind == "workflow"] == ["won Big"]
+    # nothing to start: no write at all
+    assert workflows.WorkflowEngine(rt).trigger_many(batch[1:]) == {"902": [], "903": [], "904": []}
+    assert len(rows(rt, WorkflowRun)) == 1

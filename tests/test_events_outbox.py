@@ -138,3 +138,19 @@ def test_a_released_savepoint_does_not_fan_out_before_the_commit(runtime, seen):
         assert seen == []  # the savepoint's release is not the commit
     assert sorted(e.payload["id"] for e in seen) == [5, 6]
     assert [r.status for r in outbox(runtime)] == ["done", "done"]
+
+
+def test_emit_many_writes_in_the_callers_transaction_and_fans_out_after_commit(runtime, seen):
+    tenant = add_tenant(runtime)
+    with runtime.session() as s:
+        assert events.emit_many("deal.created", [{"id": i} for i in (7, 8, 9)], tenant, session=s) == 3
+        assert seen == []  # not before the commit
+    rows = outbox(runtime)
+    assert [r.payload["id"] for r in rows] == [7, 8, 9] and [r.status for r in rows] == ["done"] * 3
+    assert sorted(e.id for e in seen) == sorted(str(r.id) for r in rows)
+    with pytest.raises(RuntimeError), runtime.session() as s:
+        events.emit_many("deal.created", [{"id": 10}], tenant, session=s)
+        raise RuntimeError("rolled back")
+    with pytest.raises(TypeError, match="payload must be a JSON object"), runtime.session() as s:
+        events.emit_many("deal.created", [{"id": 11}, [1]], tenant, session=s)
+    assert len(outbox(runtime)) == 3 and len(seen) == 3

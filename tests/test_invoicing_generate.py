@@ -258,3 +258,36 @@ def test_two_generators_at_once_on_postgresql(tmp_path, pg_url):
     finally:
         set_current(None)
         rt.close()
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+def test_a_batch_on_a_server_links_lines_events_and_numbers_in_order(tmp_path, request, server):
+    url = request.getfixturevalue("pg_url" if server == "postgresql" else "mariadb_url")
+    rt = _pg_runtime(tmp_path, url)
+    try:
+        ops = _ops(rt)
+        ops.add_tenant("acme")
+        ops.add_tenant("globex")
+        for i in range(30):  # two batches of 25
+            _add(ops, tenant="acme" if i % 3 else "globex", frequency="monthly", start_date=D(2027, 1, 1))
+        result = service.generate(rt, D(2027, 1, 1))
+        assert (result.invoices, result.templates, result.failed) == (30, 30, {})
+        invoices = _invoices(rt)
+        assert [i.id for i in invoices] == result.invoice_ids
+        with rt.read_session() as s:
+            lines = list(s.scalars(sa.select(InvoiceLine).order_by(InvoiceLine.id)))
+            outbox = list(s.scalars(sa.select(EventOutbox).order_by(EventOutbox.id)))
+            templates = list(s.scalars(sa.select(RecurringInvoice).order_by(RecurringInvoice.id)))
+        assert [(ln.invoice_id, ln.position) for ln in lines] == [(i.id, p) for i in invoices for p in (1, 2)]
+        for inv in invoices:
+            mine = [ln for ln in lines if ln.invoice_id == inv.id]
+            assert sum(ln.total for ln in mine) == inv.total and all(ln.tenant_id == inv.tenant_id for ln in mine)
+        assert sorted((e.payload["invoice_id"], e.payload["number"], e.tenant_id, e.status) for e in outbox) == [
+            (i.id, i.number, i.tenant_id, "done") for i in invoices]
+        for tenant_id in {i.tenant_id for i in invoices}:
+            mine = [i for i in invoices if i.tenant_id == tenant_id]  # by id: numbers follow the template order
+            assert [i.number for i in mine] == [f"INV-2027-{n:06d}" for n in range(1, len(mine) + 1)]
+        assert {(t.occurrences, t.next_date) for t in templates} == {(1, D(2027, 2, 1))}
+    finally:
+        set_current(None)
+        rt.close()

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 
 import smtp_fixtures
 from conftest import make_settings
+from crm_fixtures import server_runtime
 from draining import drain
 from erpq.mail import campaigns
 from erpq.mail.models import EmailCampaignRecipient as R
@@ -20,14 +21,19 @@ from erpq.ops import Invalid, Ops
 from erpq.runtime import Runtime, set_current
 
 smtp_server = smtp_fixtures.smtp_server
+BACKENDS = pytest.mark.parametrize("rt", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
-def rt(tmp_path):
+def rt(request, tmp_path):
+    """SQLite; ``parametrize("rt", ["sqlite", "postgresql"], indirect=True)`` for both."""
     key = tmp_path / "mail.key"
     key.write_text(Fernet.generate_key().decode())
-    rt = Runtime(make_settings(tmp_path, mailing={"key_file": str(key), "rate_per_minute": 0,
-                                                  "retry_delays_s": [0, 0]}))
+    mailing = {"key_file": str(key), "rate_per_minute": 0, "retry_delays_s": [0, 0]}
+    if getattr(request, "param", "sqlite") == "postgresql":
+        rt = server_runtime(tmp_path, request.getfixturevalue("pg_url"), mailing=mailing)
+    else:
+        rt = Runtime(make_settings(tmp_path, mailing=mailing))
     set_current(rt)
     with rt.session() as s:
         s.add(Tenant(slug="acme", name="Acme"))
@@ -76,6 +82,7 @@ def test_thousand_recipients_each_received_exactly_once(rt, smtp_server, tmp_pat
         assert (batch.total, batch.pending, batch.finished_at is not None) == (1000, 0, True)
 
 
+@BACKENDS
 def test_killed_runner_resumes_without_resending_and_lists_uncertain(rt, smtp_server, tmp_path):
     cid = campaign(rt, smtp_server, 60, tmp_path)
     Ops(rt).mail.send(cid)
@@ -93,6 +100,7 @@ def test_killed_runner_resumes_without_resending_and_lists_uncertain(rt, smtp_se
     assert u.email not in got
 
 
+@BACKENDS
 def test_451_retried_then_received_550_failed_with_text(rt, smtp_server, tmp_path):
     cid = campaign(rt, smtp_server, 10, tmp_path)
     rt.settings.section("mailing").retry_delays_s = [3600]
@@ -174,3 +182,66 @@ def test_cli_create_send_status(rt, smtp_server, tmp_path, capsys):
     drain(rt)
     assert cli("campaign", "status", str(cid)) == 0
     assert "sent 3" in capsys.readouterr().out
+
+
+def test_smtp_server_down_backs_the_campaign_off_visibly(rt, smtp_server, tmp_path):
+    ops = Ops(rt).mail
+    cid = campaign(rt, smtp_server, 5, tmp_path)
+    smtp_server.stop()  # nothing listening on that port now
+    ops.send(cid)
+    assert campaigns.run_campaign(rt, cid) == "waiting for the server"
+    info = ops.campaign(cid)
+    assert info.status == "sending" and info.server_failures == 1 and info.retry_at is not None
+    assert f"SMTP {smtp_server.host}:{smtp_server.port}" in info.error and "failure 1 in a row" in info.error
+    assert ops.campaigns_page(search="launch").items[0].error == info.error  # what the console shows
+    assert info.counts["pending"] == 5
+    assert {r.attempts for r in ops.recipients(cid).items} == {0}  # nobody's retries spent
+    assert campaigns.run_campaign(rt, cid) == "waiting for the server"
+    second = ops.campaign(cid)
+    assert second.server_failures == 2 and second.retry_at > info.retry_at  # backed off further
+
+    rt.huey.flush()
+    campaigns.start_campaigns()  # not due yet: not hammered
+    assert rt.huey.pending_count() == 0
+
+    port = smtp_server.port
+    smtp_server.start()
+    with rt.session() as s:
+        c = campaigns.get_campaign(s, cid)
+        c.retry_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        acc = s.get(campaigns.EmailAccount, c.account_id)
+        assert acc.smtp_port == port
+        acc.smtp_port = smtp_server.port  # the restarted server listens on a new port
+    campaigns.start_campaigns()
+    drain(rt)
+    info = ops.campaign(cid)
+    assert info.status == "sent" and info.error is None and info.server_failures == 0
+    assert len(received(smtp_server)) == 5
+
+
+@BACKENDS
+def test_envelope_refusal_never_marks_sending_and_lost_data_is_uncertain(rt, smtp_server, tmp_path):
+    """The recipient is marked sending only once the envelope is accepted, right before DATA."""
+    cid = campaign(rt, smtp_server, 4, tmp_path)
+    seen: list[tuple[str, str]] = []
+    statuses = {}
+
+    async def at_data(smtp, envelope):
+        with rt.read_session() as s:
+            statuses.update(dict(s.execute(sa.select(R.email, R.status).where(R.campaign_id == cid)).all()))
+        [to] = envelope.rcpt_tos
+        seen.append((to, statuses[to]))
+        if to == "user2@example.com":
+            smtp.transport.close()  # the connection is lost after DATA, before any answer
+        return None
+
+    smtp_server.data_hook = at_data
+    smtp_server.reply_for["user1@example.com"] = "550 5.1.1 no such user"
+    Ops(rt).mail.send(cid)
+    drain(rt)
+    assert seen[:2] == [("user0@example.com", "sending"), ("user2@example.com", "sending")]
+    by = {r.email: r for r in Ops(rt).mail.recipients(cid).items}
+    assert by["user1@example.com"].status == "failed" and "550" in by["user1@example.com"].error
+    assert by["user2@example.com"].status == "uncertain" and "check before resending" in by["user2@example.com"].error
+    assert by["user0@example.com"].status == by["user3@example.com"].status == "sent"
+    assert smtp_server.attempts["user2@example.com"] == 1

@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 
 import mail_fixtures
 from conftest import make_settings
+from crm_fixtures import server_runtime
 from erpq.mail import sync
 from erpq.mail.models import Email, EmailAccount
 from erpq.models import AuditLog, Tenant
@@ -22,16 +23,21 @@ from erpq.runtime import Runtime, set_current
 from mail_fixtures import make_message
 
 dovecot = mail_fixtures.dovecot
+BACKENDS = pytest.mark.parametrize("mail_rt", ["sqlite", "postgresql"], indirect=True)
 CONTACTS = sa.table("contacts", sa.column("id"), sa.column("tenant_id"), sa.column("email"),
                     sa.column("first_name"), sa.column("last_name"), sa.column("created_at"))
 
 
 @pytest.fixture
-def mail_rt(tmp_path):
+def mail_rt(request, tmp_path):
+    """A runtime on SQLite; ``parametrize("mail_rt", ["sqlite", "postgresql"], indirect=True)`` for both."""
     key = tmp_path / "mail.key"
     key.write_text(Fernet.generate_key().decode())
-    rt = Runtime(make_settings(tmp_path, mailing={"key_file": str(key), "fetch_batch": 7,
-                                                  "backoff_after_failures": 2}))
+    mailing = {"key_file": str(key), "fetch_batch": 7, "backoff_after_failures": 2}
+    if getattr(request, "param", "sqlite") == "postgresql":
+        rt = server_runtime(tmp_path, request.getfixturevalue("pg_url"), mailing=mailing)
+    else:
+        rt = Runtime(make_settings(tmp_path, mailing=mailing))
     set_current(rt)
     with rt.session() as s:
         s.add(Tenant(slug="acme", name="Acme"))
@@ -58,6 +64,7 @@ def emails(rt, account_id=None) -> list[Email]:
         return list(s.scalars(q))
 
 
+@BACKENDS
 def test_initial_incremental_and_empty_sync_links_contacts_and_marks_nothing_seen(mail_rt, dovecot):
     rt = mail_rt
     acc = add_account(rt, dovecot, "alice")
@@ -90,6 +97,7 @@ def test_initial_incremental_and_empty_sync_links_contacts_and_marks_nothing_see
     assert info.messages == 24 and info.folder_states["INBOX"]["last_uid"] == 24 and info.last_synced_at
 
 
+@BACKENDS
 def test_uidvalidity_reset_resyncs_without_duplicates(mail_rt, dovecot):
     rt = mail_rt
     acc = add_account(rt, dovecot, "carol", folders=["Projects/2026"])

@@ -303,3 +303,35 @@ def test_check_template_reports_line():
         check_template("fine\n{{ a + }}\n")
     with pytest.raises(TemplateError, match=r"^line 2: "):
         render("a\n{{ x.y.z }}", {}, strict=False)
+
+
+def test_before_data_hook_runs_after_the_envelope_and_flags_uncertain(smtp_server):
+    from erpq.mailer import Mailer, MailError, build_message
+
+    calls: list[str] = []
+    m = Mailer(smtp_server.host, smtp_server.port, from_address="a@example.com")
+    smtp_server.reply_for["no@example.com"] = "550 5.1.1 no such user"
+
+    async def drop(smtp, envelope):
+        if envelope.rcpt_tos == ["drop@example.com"]:
+            smtp.transport.close()
+        return None
+
+    smtp_server.data_hook = drop
+    with m.connect() as conn:
+        conn.send(build_message("a@example.com", "ok@example.com", "s", "t"), before_data=lambda: calls.append("ok"))
+        with pytest.raises(MailError) as refused:
+            conn.send(build_message("a@example.com", "no@example.com", "s", "t"),
+                      before_data=lambda: calls.append("no"))
+        assert not refused.value.uncertain
+        with pytest.raises(MailError) as lost:
+            conn.send(build_message("a@example.com", "drop@example.com", "s", "t"),
+                      before_data=lambda: calls.append("drop"))
+        assert lost.value.uncertain and lost.value.transient
+        with pytest.raises(ZeroDivisionError):  # the hook's own failure propagates, nothing sent
+            conn.send(build_message("a@example.com", "hook@example.com", "s", "t"), before_data=lambda: 1 / 0)
+        conn.send(build_message("a@example.com", "ok2@example.com", "s", "t"))  # reconnects, no hook
+    assert calls == ["ok", "drop"]
+    # the server kept the dropped one: exactly why the sender cannot know (uncertain)
+    assert sorted(r for x in smtp_server.messages for r in x.rcpt_tos) == [
+        "drop@example.com", "ok2@example.com", "ok@example.com"]

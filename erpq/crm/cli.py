@@ -57,6 +57,23 @@ def _record_cmds(entity: str):
     return cmd_add, cmd_list, cmd_update
 
 
+DUE_COLUMNS = ["id", "tenant", "subject", "due_local", "assignee", "reminder"]
+
+
+def cmd_activity_due(args, rt) -> int:
+    page = _crm(args, rt).due_activities(args.offset, args.limit, args.search, within_min=args.within)
+    return out(args, page.items, DUE_COLUMNS)
+
+
+def cmd_notifications_counts(args, rt) -> int:
+    counts = _crm(args, rt).notification_counts()
+    if args.json:
+        print_json(counts)
+    else:
+        print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_notifications_list(args, rt) -> int:
     page = _crm(args, rt).notifications(user=args.user, unread=args.unread, offset=args.offset, limit=args.limit)
     return out(args, page.items, NOTIFICATION_COLUMNS)
@@ -64,6 +81,9 @@ def cmd_notifications_list(args, rt) -> int:
 
 def cmd_notifications_read(args, rt) -> int:
     n = _crm(args, rt).mark_read(args.id)
+    if args.json:
+        print_json(n.to_dict())
+        return 0
     print(f"Notification {n.id} read")
     return 0
 
@@ -85,12 +105,20 @@ def register(groups, common: argparse.ArgumentParser) -> None:
         c = g.cmd("update", cmd_update, f"change fields of a {entity} (emits {entity}.updated)", json=True)
         c.add_argument("id", type=int, help=f"the {entity} id")
         c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a new value (repeat)")
+        if entity == "activity":
+            c = g.cmd("due", cmd_activity_due, "open activities due within the reminder window (overdue "
+                      "included), soonest first, with reminder state and the due time in the recipient's zone",
+                      json=True, paged=True)
+            c.add_argument("--within", type=int, metavar="MIN", help="minutes ahead (default: [crm] "
+                           "reminder_window_min)")
+            c.add_argument("--search", help="only activities whose subject, tenant or recipient contains this")
 
     g = Group(groups, common, "notifications", "users' database notifications")
     c = g.cmd("list", cmd_notifications_list, "notifications, newest first", json=True, paged=True)
     c.add_argument("--user", type=int, help="only this user's (user id)")
     c.add_argument("--unread", action="store_true", help="only unread ones")
-    g.cmd("read", cmd_notifications_read, "mark a notification read").add_argument(
+    g.cmd("counts", cmd_notifications_counts, "notification counts (total, unread)", json=True)
+    g.cmd("read", cmd_notifications_read, "mark a notification read", json=True).add_argument(
         "id", type=int, help="the notification id")
 
     from .workflow_cli import register_workflow

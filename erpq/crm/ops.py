@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
-from ..ops import Invalid, NotFound, OpsError, OpsSection, Page, audited
+from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
 from ..ops.base import _Record
 from . import service
 from .service import CrmError
@@ -227,6 +227,8 @@ class CrmOps(OpsSection):
         """Resume a waiting (or stuck) workflow run now."""
         run_id = int(run_id)
         info = self.workflow_run(run_id)
+        if info.status in ("completed", "cut"):
+            raise Conflict(f"workflow run {run_id} is {info.status}: nothing to resume")
         self._act("crm.workflow.resume", str(run_id), f"erpq workflow resume {run_id}")
         from . import workflows
 

@@ -159,7 +159,9 @@ def due_activities(s: Session, within_min: int, offset: int = 0, limit: int = 50
          .where(Activity.status == "open", Activity.due_at.is_not(None),
                 Activity.due_at <= now + dt.timedelta(minutes=within_min)))
     if search:
-        q = q.where(Activity.subject.like(f"%{search}%"))
+        from ..ops.base import text_search
+
+        q = q.where(text_search((Activity.subject, Tenant.slug, User.name), search))
     total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
     rows = s.execute(q.order_by(Activity.due_at).offset(offset).limit(limit)).all()
     return [(a, slug, u) for a, slug, u in rows], total

@@ -196,9 +196,20 @@ def listing(s: Session, entity: str, tenant_id: int | None = None, offset: int =
 
 
 def notify(s: Session, tenant_id: int, user_id: int, kind: str, title: str, body: str | None,
-           data: dict[str, Any] | None, dedupe_key: str) -> Notification | None:
+           data: dict[str, Any] | None, dedupe_key: str, known_new: bool = False) -> Notification | None:
     """Add a notification unless this user already has one with ``dedupe_key``;
-    returns it, or None when it existed (a repeated job never notifies twice)."""
+    returns it, or None when it existed (a repeated job never notifies twice).
+
+    ``known_new``: the caller's transaction already makes the key new (a workflow
+    step that owns it, recorded in the same transaction): insert without looking
+    first; a duplicate then fails the transaction (IntegrityError) instead of
+    being skipped."""
+    if known_new:
+        row = Notification(tenant_id=tenant_id, user_id=user_id, kind=kind, title=title[:255], body=body,
+                           data=data, dedupe_key=dedupe_key[:191])
+        s.add(row)
+        s.flush()
+        return row
     if s.scalar(sa.select(Notification.id).where(Notification.user_id == user_id,
                                                  Notification.dedupe_key == dedupe_key)) is not None:
         return None
@@ -224,8 +235,9 @@ def notifications(s: Session, user_id: int | None = None, unread: bool = False, 
     if unread:
         q = q.where(Notification.read_at.is_(None))
     if search:
-        like = f"%{search}%"
-        q = q.where(sa.or_(Notification.title.like(like), Notification.kind.like(like)))
+        from ..ops.base import text_search
+
+        q = q.where(text_search((Notification.title, Notification.kind, User.name), search))
     total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
     rows = s.execute(q.order_by(Notification.id.desc()).offset(offset).limit(limit)).all()
     return [(n, name) for n, name in rows], total

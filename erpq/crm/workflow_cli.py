@@ -9,6 +9,9 @@ RUN_COLUMNS = ["id", "workflow", "event", "status", "steps_done", "next_step", "
 
 def cmd_load(args, rt) -> int:
     loaded = ops_for(args, rt).crm.load_workflows(args.tenant, args.file)
+    if args.json:
+        print_json([w.to_dict() for w in loaded])
+        return 0
     print(f"Loaded {len(loaded)} workflow(s): {', '.join(w.name for w in loaded)}")
     return 0
 
@@ -43,7 +46,8 @@ def cmd_resume(args, rt) -> int:
 
 def register_workflow(groups, common) -> None:
     g = Group(groups, common, "workflow", "workflows: definitions and runs")
-    c = g.cmd("load", cmd_load, "validate and load workflows from a TOML or JSON file (replaces same names)")
+    c = g.cmd("load", cmd_load, "validate and load workflows from a TOML or JSON file (replaces same names)",
+              json=True)
     c.add_argument("file", help="a .toml or .json file")
     c.add_argument("--tenant", required=True, help="tenant slug or id")
     g.cmd("list", cmd_list, "workflow definitions", json=True).add_argument("--tenant", help="only this tenant")

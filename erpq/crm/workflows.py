@@ -5,8 +5,9 @@ A workflow has a trigger event, conditions on the event's record (``match``
 ``create_activity``, ``update_field``, ``webhook`` (emits ``workflow.fired``,
 which webhook subscriptions receive) and ``wait`` (then continue).
 
-``WorkflowEngine.trigger(event)`` (an event handler for every event) writes one
-run and one instance per matching active workflow (unique per workflow and
+``WorkflowEngine.trigger(event)`` (``trigger_many``: a batch handler for every
+event, one read of the workflows per fan-out) writes one run and one instance
+per matching active workflow (unique per workflow and
 event outbox id, so a re-run fan-out starts nothing twice) and enqueues
 ``ExecuteWorkflowJob``. The job claims the instance (one conditional UPDATE),
 then runs the steps from ``next_action``: a database step commits its effect
@@ -122,10 +123,10 @@ def validate(w: Any, index: int = 1) -> dict[str, Any]:
         for key in a:
             if key != "type" and key not in required + optional:
                 raise WorkflowError(f"{sw}: field '{key}': unknown (fields: {', '.join(required + optional)})")
-        for key in ("title", "body", "subject"):
-            if isinstance(a.get(key), str):
+        for key in ("title", "body", "subject", "to", "value", "data"):
+            for text in _strings(a.get(key)):
                 try:
-                    mailer.check_template(a[key])
+                    mailer.check_template(text)
                 except mailer.TemplateError as exc:
                     raise WorkflowError(f"{sw}: field '{key}': template error: {exc}") from None
         if kind == "wait":
@@ -138,6 +139,17 @@ def validate(w: Any, index: int = 1) -> dict[str, Any]:
                 raise WorkflowError(f"{sw}: field 'event': {exc}") from None
     return {"name": name.strip(), "trigger": trigger, "match": match, "conditions": conditions,
             "actions": actions, "active": bool(w.get("active", True))}
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a value (templates may sit anywhere in a webhook's data)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    return []
 
 
 def wait_seconds(a: dict[str, Any]) -> float:
@@ -220,52 +232,74 @@ class WorkflowEngine:
 
     def trigger(self, event: events.Event) -> list[int]:
         """Start every active matching workflow of the event's tenant; returns the run ids enqueued."""
+        return self.trigger_many([event])[event.id]
+
+    def trigger_many(self, batch: list[events.Event]) -> dict[str, list[int]]:
+        """``trigger`` for the events of one fan-out: one read of the active workflows of the
+        tenants and events involved; an event no workflow matches costs no write. Returns the run
+        ids enqueued per event id."""
         rt = self.rt
+        out: dict[str, list[int]] = {e.id: [] for e in batch}
+        if not batch:
+            return out
+        W = Workflow
+        with rt.read_session() as s:
+            flows = s.execute(sa.select(W.id, W.tenant_id, W.trigger_event, W.conditions, W.match)
+                              .where(W.tenant_id.in_({e.tenant_id for e in batch}),
+                                     W.trigger_event.in_({e.name for e in batch}), W.is_active.is_(True))
+                              .order_by(W.id)).all()
+        if not flows:  # most events trigger nothing: no write transaction then
+            return out
+        by_key: dict[tuple[int, str], list[Any]] = {}
+        for wf in flows:
+            by_key.setdefault((wf.tenant_id, wf.trigger_event), []).append(wf)
+        todo = [(e, matching) for e in batch
+                if (matching := [wf for wf in by_key.get((e.tenant_id, e.name), ())
+                                 if matches(wf.conditions, wf.match, e.payload)])]
+        if not todo:
+            return out
+        limit = rt.settings.crm.workflow_max_depth
+        with rt.session() as s:
+            for event, matching in todo:
+                out[event.id] = self._start(s, event, matching, limit)
+        for event, _ in todo:
+            for run_id in out[event.id]:
+                rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=event.tenant_id)
+        return out
+
+    @staticmethod
+    def _start(s: Any, event: events.Event, matching: list[Any], limit: int) -> list[int]:
+        """Write the runs (and instances) of one event's matching workflows; the run ids to enqueue."""
         record = event.payload
         depth = int(record.get("_depth") or 0)
-        limit = rt.settings.crm.workflow_max_depth
         started: list[int] = []
-        with rt.session() as s:
-            flows = s.scalars(sa.select(Workflow).where(Workflow.tenant_id == event.tenant_id,
-                                                        Workflow.trigger_event == event.name,
-                                                        Workflow.is_active.is_(True)).order_by(Workflow.id)).all()
-            for wf in flows:
-                if not matches(wf.conditions, wf.match, record):
-                    continue
-                run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name, record=record,
-                                  event_key=str(event.id), depth=depth, steps_done=0, steps=[])
-                if depth >= limit:
-                    run.status, run.finished_at = "cut", utcnow()
-                    run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
-                                 f"(crm.workflow_max_depth={limit}); not run")
-                try:
-                    with s.begin_nested():
-                        s.add(run)
-                        s.flush()
-                        if run.status != "cut":
-                            s.add(WorkflowInstance(tenant_id=wf.tenant_id, run_id=run.id, next_action=0,
-                                                   status="pending", state={}))
-                            s.flush()
-                            started.append(run.id)
-                except IntegrityError:  # this event already started this workflow
-                    continue
-        for run_id in started:
-            rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=event.tenant_id)
+        try:
+            # one savepoint for the event: its runs commit together, so a second fan-out
+            # of the same event (unique workflow + event key) finds them all and starts none
+            with s.begin_nested():
+                for wf in matching:
+                    run = WorkflowRun(tenant_id=wf.tenant_id, workflow_id=wf.id, event=event.name,
+                                      record=record, event_key=str(event.id), depth=depth, steps_done=0,
+                                      steps=[])
+                    if depth >= limit:
+                        run.status, run.finished_at = "cut", utcnow()
+                        run.error = (f"loop guard: this event comes from {depth} nested workflow runs "
+                                     f"(crm.workflow_max_depth={limit}); not run")
+                    s.add(run)
+                    s.flush()
+                    if run.status != "cut":
+                        s.add(WorkflowInstance(tenant_id=wf.tenant_id, run_id=run.id, next_action=0,
+                                               status="pending", state={}))
+                        started.append(run.id)
+                s.flush()
+        except IntegrityError:  # this event already started its workflows
+            return []
         return started
 
 
 @events.on(batch=True)
-def start_workflows(evs: list[events.Event]) -> dict[str, list[int]]:
-    """One read per fan-out finds the (tenant, event name) pairs that have active
-    workflows; only their events go through ``trigger`` (a 100,000-row import's
-    events cost one query per fan-out, not one session each)."""
-    rt = current()
-    with rt.read_session() as s:
-        live = set(s.execute(sa.select(Workflow.tenant_id, Workflow.trigger_event).where(
-            Workflow.is_active.is_(True), Workflow.tenant_id.in_({e.tenant_id for e in evs}),
-            Workflow.trigger_event.in_({e.name for e in evs})).distinct()).all())
-    engine = WorkflowEngine(rt)
-    return {e.id: engine.trigger(e) if (e.tenant_id, e.name) in live else [] for e in evs}
+def start_workflows(batch: list[events.Event]) -> dict[str, list[int]]:
+    return WorkflowEngine().trigger_many(batch)
 
 
 @CAPABILITY.job("ExecuteWorkflowJob", retries=5, retry_delay=30, retry_backoff=2)
@@ -274,85 +308,127 @@ def execute_workflow_job(run_id: int) -> str:
     return execute_run(current(), run_id)
 
 
-def claim(rt: Any, run_id: int, now: dt.datetime | None = None) -> WorkflowInstance | None:
-    now = now or utcnow()
+def _claim(s: Any, rt: Any, run_id: int, now: dt.datetime) -> bool:
+    """Take the instance (one conditional UPDATE) in the caller's transaction."""
     stale = now - dt.timedelta(seconds=rt.settings.crm.workflow_claim_lease_s)
     Inst = WorkflowInstance
+    return bool(s.execute(sa.update(Inst).where(Inst.run_id == run_id, sa.or_(
+        Inst.status == "pending",
+        sa.and_(Inst.status == "waiting", Inst.resume_at <= now),
+        sa.and_(Inst.status == "running", Inst.claimed_at < stale)))
+        .values(status="running", claimed_at=now).execution_options(synchronize_session=False)).rowcount)
+
+
+def claim(rt: Any, run_id: int, now: dt.datetime | None = None) -> WorkflowInstance | None:
+    """Claim the instance in its own transaction; the instance, or None when not claimable."""
     with rt.session() as s:
-        n = s.execute(sa.update(Inst).where(Inst.run_id == run_id, sa.or_(
-            Inst.status == "pending",
-            sa.and_(Inst.status == "waiting", Inst.resume_at <= now),
-            sa.and_(Inst.status == "running", Inst.claimed_at < stale)))
-            .values(status="running", claimed_at=now).execution_options(synchronize_session=False)).rowcount
-        return s.scalar(sa.select(Inst).where(Inst.run_id == run_id)) if n else None
+        if not _claim(s, rt, run_id, now or utcnow()):
+            return None
+        return s.scalar(sa.select(WorkflowInstance).where(WorkflowInstance.run_id == run_id))
 
 
-def _log_step(run: WorkflowRun, index: int, kind: str, status: str, error: str | None = None) -> None:
-    run.steps = [*(run.steps or []), {"step": index + 1, "action": kind, "status": status,
-                                      "at": service.jsonable(utcnow()), "error": error}]
+def _logged(log: list[dict[str, Any]], index: int, kind: str, status: str, error: str | None = None
+            ) -> list[dict[str, Any]]:
+    return [*log, {"step": index + 1, "action": kind, "status": status, "at": service.jsonable(utcnow()),
+                   "error": error}]
+
+
+#: Actions that leave the database transaction: an email is sent outside it (once per
+#: Message-ID), a wait ends the job. Every other action commits with its step record.
+_OUTSIDE = ("email", "wait")
 
 
 def execute_run(rt: Any, run_id: int, now: dt.datetime | None = None) -> str:
-    inst = claim(rt, run_id, now)
-    if inst is None:
-        return "not claimable"
-    with rt.read_session() as s:
-        run = s.get(WorkflowRun, run_id)
-        wf = s.get(Workflow, run.workflow_id)
-        actions, record, depth, tenant_id = list(wf.actions), dict(run.record or {}), run.depth, run.tenant_id
-        wf_name, event_name = wf.name, run.event
-    step = inst.next_action
-    while step < len(actions):
-        action = actions[step]
-        kind = action["type"]
-        try:
-            if kind == "wait":
-                resume_at = (now or utcnow()) + dt.timedelta(seconds=wait_seconds(action))
-                task_id = rt.enqueue("ExecuteWorkflowJob", run_id, eta=resume_at, tenant_id=tenant_id)
-                with rt.session() as s:
-                    if not _advance(s, run_id, step, status="waiting", resume_at=resume_at, job_id=task_id):
-                        return "taken over"
-                    run = s.get(WorkflowRun, run_id)
-                    run.status = "waiting"
-                    _log_step(run, step, kind, "waiting")
-                return "waiting"
-            ctx = {"record": record, "workflow": wf_name, "event": event_name}
-            if kind == "email":
-                to = _recipient_address(rt, action.get("to", "assigned_to"), record)
+    """Run the instance from its next step.
+
+    The claim, the consecutive database steps after it and the completion share
+    one transaction (each step's effect commits with its ``next_action + 1``,
+    so a retry never repeats a committed step, and a failure rolls back the
+    uncommitted ones together with the claim). An email step commits what came
+    before it, then sends once per Message-ID and records itself.
+    """
+    when = now or utcnow()
+    step, kind = 0, "claim"
+    try:
+        with rt.session() as s:
+            if not _claim(s, rt, run_id, when):
+                return "not claimable"
+            run, wf, inst = s.execute(
+                sa.select(WorkflowRun, Workflow, WorkflowInstance)
+                .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                .join(WorkflowInstance, WorkflowInstance.run_id == WorkflowRun.id)
+                .where(WorkflowRun.id == run_id)).one()
+            actions, record, depth, tenant_id = list(wf.actions), dict(run.record or {}), run.depth, run.tenant_id
+            ctx = {"record": record, "workflow": wf.name, "event": run.event}
+            log, step = list(run.steps or []), inst.next_action
+            while True:
+                finished_here = False
+                # database steps, in the open transaction
+                while step < len(actions) and actions[step]["type"] not in _OUTSIDE:
+                    kind = actions[step]["type"]
+                    log = _logged(log, step, kind, "done")
+                    finished_here = step + 1 == len(actions)
+                    # the step is ours (next_action still points at it) before its effect is written;
+                    # both commit together or not at all
+                    if not _advance(s, run_id, step, log=log, finished=finished_here):
+                        raise _TakenOver
+                    _db_action(s, rt, kind, actions[step], ctx, record, tenant_id, run_id, step, depth)
+                    step += 1
+                if step >= len(actions):
+                    if not finished_here:  # e.g. resumed after a final wait
+                        _complete(s, run_id)
+                    return "completed"
+                kind = actions[step]["type"]
+                if kind == "wait":
+                    resume_at = when + dt.timedelta(seconds=wait_seconds(actions[step]))
+                    task_id = rt.enqueue("ExecuteWorkflowJob", run_id, eta=resume_at, tenant_id=tenant_id)
+                    log = _logged(log, step, kind, "waiting")
+                    if not _advance(s, run_id, step, status="waiting", resume_at=resume_at, job_id=task_id,
+                                    log=log):
+                        raise _TakenOver
+                    return "waiting"
+                # email: commit what came before, send once, record it in the next transaction
+                s.commit()
+                to = _recipient_address(rt, _render_value(actions[step].get("to", "assigned_to"), ctx), record)
                 if to:
                     send_once(rt, tenant_id, "workflow", f"wf-{run_id}-{step}", to,
-                              mailer.render(action["subject"], ctx), mailer.render(action["body"], ctx))
-                with rt.session() as s:
-                    if not _advance(s, run_id, step):
-                        return "taken over"
-                    _log_step(s.get(WorkflowRun, run_id), step, kind, "done" if to else "skipped: no address")
-            else:
-                with rt.session() as s:
-                    if not _advance(s, run_id, step):
-                        return "taken over"
-                    _db_action(s, rt, kind, action, ctx, record, tenant_id, run_id, step, depth)
-                    _log_step(s.get(WorkflowRun, run_id), step, kind, "done")
-        except Exception as exc:
-            message = f"step {step + 1} ({kind}): {type(exc).__name__}: {exc}"
-            with rt.session() as s:
-                run = s.get(WorkflowRun, run_id)
-                run.status, run.error = "failed", message[:2000]
-                _log_step(run, step, kind, "failed", message[:500])
-                s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id)
-                          .values(status="pending"))  # the retry claims it again
-            raise
-        step += 1
-    with rt.session() as s:
-        s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id)
-                  .values(status="completed", resume_at=None))
-        run = s.get(WorkflowRun, run_id)
-        run.status, run.finished_at, run.error = "completed", utcnow(), None
-    return "completed"
+                              mailer.render(actions[step]["subject"], ctx), mailer.render(actions[step]["body"], ctx))
+                log = _logged(log, step, kind, "done" if to else "skipped: no address")
+                if not _advance(s, run_id, step, log=log, finished=step + 1 == len(actions)):
+                    raise _TakenOver
+                step += 1
+                if step >= len(actions):
+                    return "completed"
+    except _TakenOver:
+        return "taken over"
+    except Exception as exc:
+        message = f"step {step + 1} ({kind}): {type(exc).__name__}: {exc}"
+        with rt.session() as s:
+            run = s.get(WorkflowRun, run_id)
+            run.status, run.error = "failed", message[:2000]
+            run.steps = _logged(list(run.steps or []), step, kind, "failed", message[:500])
+            s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id)
+                      .values(status="pending"))  # the retry claims it again
+        raise
+    return "completed"  # pragma: no cover
+
+
+class _TakenOver(Exception):
+    """Another job recorded this step first: this one stops (its transaction rolls back)."""
+
+
+def _complete(s: Any, run_id: int) -> None:
+    s.execute(sa.update(WorkflowInstance).where(WorkflowInstance.run_id == run_id)
+              .values(status="completed", resume_at=None))
+    s.execute(sa.update(WorkflowRun).where(WorkflowRun.id == run_id)
+              .values(status="completed", finished_at=utcnow(), error=None))
 
 
 def _advance(s: Any, run_id: int, step: int, status: str = "running", resume_at: dt.datetime | None = None,
-             job_id: str | None = None) -> bool:
-    """Record step ``step`` done (in the caller's transaction, with its effect); False if another job did."""
+             job_id: str | None = None, log: list | None = None, finished: bool = False) -> bool:
+    """Record step ``step`` done (in the caller's transaction, with its effect); False if another job did.
+    ``finished``: it was the last step, the run completes in the same statements."""
+    status = "completed" if finished else status
     values: dict[str, Any] = {"next_action": step + 1, "status": status, "resume_at": resume_at}
     if job_id:
         values["job_id"] = job_id
@@ -360,9 +436,25 @@ def _advance(s: Any, run_id: int, step: int, status: str = "running", resume_at:
                                                     WorkflowInstance.next_action == step)
                   .values(**values).execution_options(synchronize_session=False)).rowcount
     if n:
-        s.execute(sa.update(WorkflowRun).where(WorkflowRun.id == run_id)
-                  .values(steps_done=step + 1, status="running" if status == "running" else status))
+        run_values: dict[str, Any] = {"steps_done": step + 1, "status": status}
+        if log is not None:
+            run_values["steps"] = log
+        if finished:
+            run_values.update(finished_at=utcnow(), error=None)
+        s.execute(sa.update(WorkflowRun).where(WorkflowRun.id == run_id).values(**run_values)
+                  .execution_options(synchronize_session=False))
     return bool(n)
+
+
+def _render_value(value: Any, ctx: dict[str, Any]) -> Any:
+    """Render every string in a value (a string, or lists and dicts of them) in the sandbox."""
+    if isinstance(value, str):
+        return mailer.render(value, ctx) if ("{{" in value or "{%" in value) else value
+    if isinstance(value, list):
+        return [_render_value(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: _render_value(v, ctx) for k, v in value.items()}
+    return value
 
 
 def _user_id(ref: Any, record: dict[str, Any]) -> int | None:
@@ -395,7 +487,8 @@ def _db_action(s: Any, rt: Any, kind: str, action: dict[str, Any], ctx: dict[str
         if uid is not None:
             service.notify(s, tenant_id, uid, "workflow", mailer.render(action["title"], ctx),
                            mailer.render(action["body"], ctx) if action.get("body") else None,
-                           {"run_id": run_id, "step": step + 1, "record_id": record.get("id")}, key)
+                           {"run_id": run_id, "step": step + 1, "record_id": record.get("id")}, key,
+                           known_new=True)  # the step's own key, recorded in this transaction
     elif kind == "create_activity":
         values = {"subject": mailer.render(action["subject"], ctx), "type": action.get("type", "task")}
         if action.get("due_in_minutes") is not None:
@@ -409,10 +502,11 @@ def _db_action(s: Any, rt: Any, kind: str, action: dict[str, Any], ctx: dict[str
     elif kind == "update_field":
         if entity not in service.ENTITIES or not record.get("id"):
             raise WorkflowError(f"update_field: event {ctx['event']} has no {entity} record to update")
-        service.update(s, entity, int(record["id"]), {action["field"]: action["value"]}, depth=depth + 1)
+        service.update(s, entity, int(record["id"]), {action["field"]: _render_value(action["value"], ctx)},
+                       depth=depth + 1)
     elif kind == "webhook":
         payload = {"workflow": ctx["workflow"], "run_id": run_id, "step": step + 1, "record": record,
-                   "data": action.get("data"), "_depth": depth + 1}
+                   "data": _render_value(action.get("data"), ctx), "_depth": depth + 1}
         events.emit(action.get("event") or "workflow.fired", payload, tenant_id, session=s)
 
 
@@ -467,7 +561,9 @@ def runs(s: Any, offset: int = 0, limit: int = 50, search: str | None = None, st
     if status:
         q = q.where(WorkflowRun.status == status)
     if search:
-        q = q.where(sa.or_(Workflow.name.like(f"%{search}%"), WorkflowRun.error.like(f"%{search}%")))
+        from ..ops.base import text_search
+
+        q = q.where(text_search((Workflow.name, WorkflowRun.event, WorkflowRun.status, WorkflowRun.error), search))
     total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
     return [tuple(r) for r in s.execute(q.order_by(WorkflowRun.id.desc()).offset(offset).limit(limit))], total
 

@@ -237,12 +237,26 @@ def generate(rt: Runtime, as_of: dt.date, tenant_id: int | None = None) -> Gener
     return result
 
 
+#: The template columns the generator reads (a Core row: no ORM object per template).
+_T = RecurringInvoice.__table__
+_TEMPLATE_COLUMNS = (_T.c.id, _T.c.tenant_id, _T.c.contact_id, _T.c.frequency, _T.c.interval, _T.c.start_date,
+                     _T.c.end_date, _T.c.max_occurrences, _T.c.occurrences, _T.c.next_date, _T.c.lines,
+                     _T.c.currency, _T.c.is_active, _T.c.anchor_day, _T.c.payment_terms_days, _T.c.paused_at,
+                     _T.c.paused_reason, _T.c.ended_reason)
+#: A template moved on (one executemany per batch; every row sets the same columns).
+_ADVANCE = (sa.update(_T).where(_T.c.id == sa.bindparam("b_id"))
+            .values(occurrences=sa.bindparam("b_occurrences"), next_date=sa.bindparam("b_next_date"),
+                    consecutive_failures=0, last_error=None, paused_at=sa.bindparam("b_paused_at"),
+                    paused_reason=sa.bindparam("b_paused_reason"), is_active=sa.bindparam("b_is_active"),
+                    ended_reason=sa.bindparam("b_ended_reason")))
+
+
 def _run_batch(rt: Runtime, cfg, ids: list[int], as_of: dt.date, result: GenerateResult) -> None:
     local = GenerateResult(as_of)
     try:
         with rt.session() as s:
-            templates = s.scalars(sa.select(RecurringInvoice).where(RecurringInvoice.id.in_(ids))
-                                  .order_by(RecurringInvoice.id).with_for_update(skip_locked=True)).all()
+            templates = s.execute(sa.select(*_TEMPLATE_COLUMNS).where(_T.c.id.in_(ids))
+                                  .order_by(_T.c.id).with_for_update(skip_locked=True)).all()
             _issue(s, cfg, templates, as_of, local)
     except sa.exc.DBAPIError as exc:
         if len(ids) > 1:  # find the culprit: one template per transaction
@@ -265,7 +279,17 @@ def _merge(into: GenerateResult, part: GenerateResult) -> None:
         getattr(into, name).update(getattr(part, name))
 
 
-def _issue(s: Session, cfg, templates: list[RecurringInvoice], as_of: dt.date, result: GenerateResult) -> None:
+def _due(t: Any, as_of: dt.date) -> bool:
+    return bool(t.is_active) and t.paused_at is None and t.next_date is not None and t.next_date <= as_of
+
+
+def _issue(s: Session, cfg, templates: list[Any], as_of: dt.date, result: GenerateResult) -> None:
+    """Issue the due periods of the locked ``templates`` (Core rows) in ``s``'s transaction.
+
+    Invoices and their lines are written with one executemany INSERT each, the
+    templates moved on with one executemany UPDATE, the ``invoice.created``
+    events added to the outbox with one more (``events.emit_many``).
+    """
     numberer = Numberer(s, cfg.number_format)
     # Periods already invoiced (only possible if something bypassed next_date): never issue them again.
     existing: dict[int, set[dt.date]] = defaultdict(set)
@@ -274,27 +298,46 @@ def _issue(s: Session, cfg, templates: list[RecurringInvoice], as_of: dt.date, r
                 Invoice.recurring_invoice_id.in_([t.id for t in templates]),
                 Invoice.period_start >= min(t.next_date or as_of for t in templates))):
             existing[tid].add(start)
-    numberer.lock_all([(t.tenant_id, t.next_date, as_of) for t in templates
-                       if t.is_active and t.paused_at is None and t.next_date is not None and t.next_date <= as_of])
-    made: list[Invoice] = []
+    numberer.lock_all([(t.tenant_id, t.next_date, as_of) for t in templates if _due(t, as_of)])
+    made: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    moves: list[dict[str, Any]] = []
     for t in templates:
-        if not t.is_active or t.paused_at is not None or t.next_date is None or t.next_date > as_of:
+        if not _due(t, as_of):
             continue  # another generator got here first
         snap = numberer.snapshot()
         try:
-            made += _issue_template(t, cfg, as_of, numberer, existing[t.id], result)
+            issued, move = _issue_template(t, cfg, as_of, numberer, existing[t.id], result)
         except Exception as exc:
             numberer.restore(snap)
-            _failed(cfg, t, f"{type(exc).__name__}: {exc}", result)
+            _failed(cfg, s.get(RecurringInvoice, t.id), f"{type(exc).__name__}: {exc}", result)
             continue
+        made += issued
+        moves.append(move)
         result.templates += 1
-    s.add_all(made)
     numberer.flush()
-    s.flush()
-    for inv in made:
-        events.emit("invoice.created", invoice_payload(inv), inv.tenant_id, session=s)
-        result.invoice_ids.append(inv.id)
-    result.invoices += len(made)
+    if moves:
+        s.execute(_ADVANCE, moves)
+    if not made:
+        return
+    invoices = [inv for inv, _ in made]
+    ids = _insert_invoices(s, invoices)
+    s.execute(sa.insert(InvoiceLine.__table__),
+              [{**line, "invoice_id": iid} for iid, (_, lines) in zip(ids, made, strict=True) for line in lines])
+    by_tenant: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for iid, inv in zip(ids, invoices, strict=True):
+        by_tenant[inv["tenant_id"]].append(_payload(iid, inv))
+    for tenant_id, payloads in by_tenant.items():  # one executemany into the outbox per tenant
+        events.emit_many("invoice.created", payloads, tenant_id, session=s)
+    result.invoice_ids += ids
+    result.invoices += len(ids)
+
+
+def _insert_invoices(s: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` into erp_invoices; their ids, in the order of ``rows``."""
+    table = Invoice.__table__
+    if s.get_bind().dialect.insert_executemany_returning_sort_by_parameter_order:
+        return list(s.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
+    return [s.execute(sa.insert(table), row).inserted_primary_key[0] for row in rows]
 
 
 def _failed(cfg, t: RecurringInvoice, error: str, result: GenerateResult) -> None:
@@ -308,7 +351,7 @@ def _failed(cfg, t: RecurringInvoice, error: str, result: GenerateResult) -> Non
     log.warning("recurring invoice %s failed (%s in a row): %s", t.id, t.consecutive_failures, error)
 
 
-def _ended(t: RecurringInvoice, n: int, date: dt.date) -> str | None:
+def _ended(t: Any, n: int, date: dt.date) -> str | None:
     if t.max_occurrences is not None and n >= t.max_occurrences:
         return f"occurrence limit reached ({t.max_occurrences})"
     if t.end_date is not None and date > t.end_date:
@@ -316,56 +359,66 @@ def _ended(t: RecurringInvoice, n: int, date: dt.date) -> str | None:
     return None
 
 
-def _issue_template(t: RecurringInvoice, cfg, as_of: dt.date, numberer: Numberer, existing: set[dt.date],
-                    result: GenerateResult) -> list[Invoice]:
-    """Invoices for ``t``'s due periods (at most the catch-up limit); moves the template on."""
+def _issue_template(t: Any, cfg, as_of: dt.date, numberer: Numberer, existing: set[dt.date],
+                    result: GenerateResult) -> tuple[list[tuple[dict[str, Any], list[dict[str, Any]]]],
+                                                     dict[str, Any]]:
+    """``t``'s due periods (at most the catch-up limit) as (invoice values, line values) pairs, and the
+    template's new state (``_ADVANCE`` parameters). Writes nothing."""
     lines = parse_lines(t.lines)
     subtotal, tax_total, total = totals(lines)
     n, date = t.occurrences, t.next_date
-    out: list[Invoice] = []
+    out: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     due_left: list[dt.date] = []
+    now = utcnow()
     while date <= as_of and _ended(t, n + len(due_left), date) is None:
         if len(out) >= cfg.catch_up_limit:
             due_left.append(date)
         else:
             following = periods.occurrence(t.frequency, t.interval, t.start_date, t.anchor_day, n + 1)
             if date not in existing:
-                inv = Invoice(tenant_id=t.tenant_id, number=numberer.next(t.tenant_id, date), contact_id=t.contact_id,
-                              recurring_invoice_id=t.id, period_start=date,
-                              period_end=following - dt.timedelta(days=1), issue_date=date,
-                              due_date=date + dt.timedelta(days=t.payment_terms_days or 0),
-                              subtotal=subtotal, tax_total=tax_total, total=total, currency=t.currency,
-                              status="issued")
-                inv.items = [InvoiceLine(tenant_id=t.tenant_id, position=i, description=ln.description,
-                                         quantity=ln.quantity, unit_price=ln.unit_price, tax_rate=ln.tax_rate,
-                                         net=ln.net, tax=ln.tax, total=ln.total) for i, ln in enumerate(lines, 1)]
-                out.append(inv)
+                inv = {"tenant_id": t.tenant_id, "number": numberer.next(t.tenant_id, date),
+                       "contact_id": t.contact_id, "recurring_invoice_id": t.id, "period_start": date,
+                       "period_end": following - dt.timedelta(days=1), "issue_date": date,
+                       "due_date": date + dt.timedelta(days=t.payment_terms_days or 0),
+                       "subtotal": subtotal, "tax_total": tax_total, "total": total, "currency": t.currency,
+                       "status": "issued", "created_at": now}
+                out.append((inv, [{"tenant_id": t.tenant_id, "position": i, "description": ln.description,
+                                   "quantity": ln.quantity, "unit_price": ln.unit_price, "tax_rate": ln.tax_rate,
+                                   "net": ln.net, "tax": ln.tax, "total": ln.total}
+                                  for i, ln in enumerate(lines, 1)]))
             n += 1
             date = following
             continue
         n_left = n + len(due_left)
         date = periods.occurrence(t.frequency, t.interval, t.start_date, t.anchor_day, n_left)
+    move = {"b_id": t.id, "b_occurrences": n, "b_next_date": date, "b_paused_at": t.paused_at,
+            "b_paused_reason": t.paused_reason, "b_is_active": t.is_active, "b_ended_reason": t.ended_reason}
     if due_left:
         result.backlog[t.id] = due_left
-        t.paused_at = utcnow()
-        t.paused_reason = (f"catch-up limit: {len(due_left)} more period(s) due from {due_left[0]} to "
-                           f"{due_left[-1]} not issued (limit {cfg.catch_up_limit} per run); resume to issue them")[:512]
-        result.paused[t.id] = t.paused_reason
-        log.warning("recurring invoice %s: %s", t.id, t.paused_reason)
+        reason = (f"catch-up limit: {len(due_left)} more period(s) due from {due_left[0]} to "
+                  f"{due_left[-1]} not issued (limit {cfg.catch_up_limit} per run); resume to issue them")[:512]
+        move.update(b_paused_at=now, b_paused_reason=reason, b_next_date=due_left[0])
+        result.paused[t.id] = reason
+        log.warning("recurring invoice %s: %s", t.id, reason)
         date = due_left[0]
-    t.occurrences, t.next_date = n, date
-    t.consecutive_failures, t.last_error = 0, None
     reason = _ended(t, n, date)
     if reason is not None and not due_left:
-        t.is_active, t.next_date, t.ended_reason = False, None, reason
+        move.update(b_is_active=False, b_next_date=None, b_ended_reason=reason)
         result.ended[t.id] = reason
-    return out
+    return out, move
 
 
 def invoice_payload(inv: Invoice) -> dict[str, Any]:
-    return {"invoice_id": inv.id, "number": inv.number, "recurring_invoice_id": inv.recurring_invoice_id,
-            "contact_id": inv.contact_id, "period_start": inv.period_start.isoformat(),
-            "issue_date": inv.issue_date.isoformat(),
-            "due_date": inv.due_date.isoformat() if inv.due_date else None,
-            "subtotal": str(inv.subtotal), "tax": str(inv.tax_total), "total": str(inv.total),
-            "currency": inv.currency}
+    return _payload(inv.id, {c: getattr(inv, c) for c in ("number", "recurring_invoice_id", "contact_id",
+                                                           "period_start", "issue_date", "due_date", "subtotal",
+                                                           "tax_total", "total", "currency")})
+
+
+def _payload(invoice_id: int, inv: dict[str, Any]) -> dict[str, Any]:
+    """The ``invoice.created`` payload of an invoice's column values."""
+    return {"invoice_id": invoice_id, "number": inv["number"], "recurring_invoice_id": inv["recurring_invoice_id"],
+            "contact_id": inv["contact_id"], "period_start": inv["period_start"].isoformat(),
+            "issue_date": inv["issue_date"].isoformat(),
+            "due_date": inv["due_date"].isoformat() if inv["due_date"] else None,
+            "subtotal": str(inv["subtotal"]), "tax": str(inv["tax_total"]), "total": str(inv["total"]),
+            "currency": inv["currency"]}

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
+from ..ops.base import text_search
 from . import secrets
 from .models import Email, EmailAccount, EmailFolderState
 
@@ -109,9 +110,7 @@ def account_rows(s: Session, tenant_id: int | None = None, search: str | None = 
     if tenant_id is not None:
         q = q.where(EmailAccount.tenant_id == tenant_id)
     if search:
-        like = f"%{search}%"
-        q = q.where(sa.or_(EmailAccount.email.like(like), EmailAccount.name.like(like),
-                           EmailAccount.last_error.like(like)))
+        q = q.where(text_search((EmailAccount.email, EmailAccount.name, EmailAccount.last_error), search))
     total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
     q = q.order_by(EmailAccount.id).offset(offset)
     if limit is not None:

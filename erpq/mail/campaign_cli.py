@@ -69,6 +69,8 @@ def cmd_status(args, rt) -> int:
     print(f"Campaign {c.id} {c.name}: {c.status}, {c.progress} of {c.total}, rate {c.rate_per_minute}/min"
           + (f", ETA {c.eta:%H:%M:%S}" if c.eta else ""))
     print("  " + ", ".join(f"{k} {v}" for k, v in c.counts.items()))
+    if c.error:
+        print(f"  last error: {c.error}")
     if uncertain:
         print("Uncertain (check before resending):")
         out(args, uncertain, RECIPIENT_COLUMNS)

@@ -1,14 +1,23 @@
 """Email campaigns: recipients as rows, ``SendEmailCampaignJob`` sending over one
 reused SMTP connection per batch at the configured rate.
 
-Exactly-once bookkeeping: a recipient is marked ``sending`` in the same
-transaction that records the previous recipient's outcome, before its SMTP
-transaction starts; its outcome is written right after the server answers. A
-runner that dies therefore leaves at most one recipient in ``sending``: the
-next run marks it ``uncertain`` (listed, never silently resent) and goes on
-with the pending ones. 4xx answers put the recipient back to pending with a
-back-off (``[mailing] retry_delays_s``); 5xx answers fail it with the server's
-text. Pause and cancel are seen between messages.
+Exactly-once bookkeeping: a recipient stays ``pending`` while its envelope
+(MAIL FROM, RCPT TO) is sent; once the server accepted the envelope and right
+before DATA, one commit marks it ``sending`` together with the previous
+recipient's outcome (``MailConnection.send(before_data=...)``). A failure
+before DATA is known not delivered: the recipient stays pending (4xx: retried
+with the back-off ``[mailing] retry_delays_s``; 5xx: failed with the server's
+text). A connection lost after DATA without an answer marks it ``uncertain``.
+A runner that dies leaves at most one recipient in ``sending`` -- the one whose
+DATA went out and whose outcome was not yet written (at the latest, with the
+next recipient's DATA or at the end of the batch) -- which the next run marks
+``uncertain`` (listed, never silently resent).
+
+An SMTP server that cannot be reached (connection refused, dropped before any
+answer) is the campaign's problem, not the recipient's: nobody's attempt is
+spent; the campaign records the error in ``error``, counts
+``server_failures`` and retries at ``retry_at`` (``[mailing]
+server_retry_s``). Pause and cancel are seen between messages.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from .. import mailer
 from ..db import utcnow
-from ..models import JobBatch
+from ..models import JobBatch, Runner
 from ..runtime import current, locks
 from . import accounts
 from .capability import CAPABILITY
@@ -201,10 +210,36 @@ def start_campaigns() -> None:
     with rt.read_session() as s:
         due = s.execute(sa.select(EmailCampaign.id, EmailCampaign.tenant_id).where(sa.or_(
             sa.and_(EmailCampaign.status == "scheduled", EmailCampaign.scheduled_at <= now),
-            EmailCampaign.status == "sending"))).all()
+            sa.and_(EmailCampaign.status == "sending",
+                    sa.or_(EmailCampaign.retry_at.is_(None), EmailCampaign.retry_at <= now))))).all()
     for cid, tid in due:
-        if locks.holder_of(rt.Session, f"mail:campaign:{cid}") is None:
+        lock = locks.holder_of(rt.Session, f"mail:campaign:{cid}")
+        if lock is None or _holder_dead(rt, lock.holder):
             rt.enqueue("SendEmailCampaignJob", cid, tenant_id=tid)
+
+
+def _holder_dead(rt, holder: str) -> bool:
+    """The campaign lock's holder is ``<runner id>:<thread>``: is that runner stopped or silent?"""
+    runner_id = holder.rpartition(":")[0]
+    with rt.read_session() as s:
+        row = s.get(Runner, runner_id)
+    if row is None:  # not a registered runner (a test, a one-off process): only its lease expiring frees it
+        return False
+    if row.stopped_at is not None:
+        return True
+    silent = (utcnow() - row.heartbeat_at).total_seconds()
+    return silent > rt.settings.runner.dead_after_s
+
+
+def _take_lock(rt, lock: str, holder: str, lease: float) -> bool:
+    if locks.acquire(rt.Session, lock, holder, lease):
+        return True
+    current_lock = locks.holder_of(rt.Session, lock)
+    if current_lock is not None and current_lock.holder != holder and _holder_dead(rt, current_lock.holder):
+        log.warning("campaign lock %s: taking over from dead runner %s", lock, current_lock.holder)
+        locks.release(rt.Session, lock, current_lock.holder)
+        return locks.acquire(rt.Session, lock, holder, lease)
+    return False
 
 
 def run_campaign(rt, campaign_id: int, stop_after: int | None = None) -> str:
@@ -212,7 +247,7 @@ def run_campaign(rt, campaign_id: int, stop_after: int | None = None) -> str:
     settings = _settings(rt)
     lock, holder = f"mail:campaign:{campaign_id}", f"{rt.runner_id}:{threading.get_ident()}"
     lease = 120.0
-    if not locks.acquire(rt.Session, lock, holder, lease):
+    if not _take_lock(rt, lock, holder, lease):
         return "already running"
     try:
         with rt.session() as s:
@@ -238,6 +273,7 @@ def run_campaign(rt, campaign_id: int, stop_after: int | None = None) -> str:
         sent_here = 0
         next_slot = time.monotonic()
         last_check = last_renew = time.monotonic()
+        server_ok = False
         while True:
             now = utcnow()
             with rt.read_session() as s:
@@ -247,41 +283,84 @@ def run_campaign(rt, campaign_id: int, stop_after: int | None = None) -> str:
                     .limit(settings.smtp_batch)).all()
             if not chunk:
                 return _finish_or_wait(rt, campaign_id)
-            outcome: dict | None = None
-            with m.connect() as conn:
-                for rid, address, name, data, attempts in chunk:
-                    if time.monotonic() - last_check > 0.5:
-                        last_check = time.monotonic()
-                        with rt.read_session() as s:
-                            status = s.scalar(sa.select(EmailCampaign.status).where(EmailCampaign.id == campaign_id))
-                        if status != "sending":
-                            _write(rt, outcome, None)
-                            _progress(rt, campaign_id)
-                            return status
-                    if time.monotonic() - last_renew > lease / 4:
-                        last_renew = time.monotonic()
-                        locks.renew(rt.Session, holder, lease)
-                    if stop_after is not None and sent_here >= stop_after:
-                        _write(rt, outcome, None)
-                        return "stopped"
-                    _write(rt, outcome, rid)  # previous outcome + this one "sending", one commit
-                    outcome = _send_one(m, conn, settings, campaign_id, domain, subject_t, body_t,
-                                        rid, address, name, data or {}, attempts)
-                    sent_here += 1
-                    if interval:
-                        next_slot += interval
-                        delay = next_slot - time.monotonic()
-                        if delay > 0:
-                            time.sleep(delay)
-                        else:
-                            next_slot = time.monotonic()
-            _write(rt, outcome, None)
+            done: list[dict] = []  # outcomes not yet written
+            try:
+                with m.connect() as conn, rt.engine.connect() as book:
+                    if not server_ok:
+                        server_ok = True
+                        _server_ok(rt, campaign_id)
+                    for rid, address, name, data, attempts in chunk:
+                        if time.monotonic() - last_check > 0.5:
+                            last_check = time.monotonic()
+                            with rt.read_session() as s:
+                                status = s.scalar(sa.select(EmailCampaign.status)
+                                                  .where(EmailCampaign.id == campaign_id))
+                            if status != "sending":
+                                _write(rt, done, None, book)
+                                _progress(rt, campaign_id)
+                                return status
+                        if time.monotonic() - last_renew > lease / 4:
+                            last_renew = time.monotonic()
+                            locks.renew(rt.Session, holder, lease)
+                        if stop_after is not None and sent_here >= stop_after:
+                            _write(rt, done, None, book)
+                            return "stopped"
+                        # previous outcomes + this one "sending", one commit, right before DATA
+                        outcome = _send_one(m, conn, settings, campaign_id, domain, subject_t, body_t,
+                                            rid, address, name, data or {}, attempts,
+                                            before_data=lambda rid=rid, d=done, b=book: _write(rt, d, rid, b))
+                        done.append(outcome)
+                        sent_here += 1
+                        if interval:
+                            next_slot += interval
+                            delay = next_slot - time.monotonic()
+                            if delay > 0:
+                                time.sleep(delay)
+                            else:
+                                next_slot = time.monotonic()
+            except _ServerDown as exc:
+                _write(rt, done, None)
+                return _server_down(rt, settings, campaign_id, exc.error)
+            except mailer.MailError as exc:  # connecting/logging in failed
+                _write(rt, done, None)
+                return _server_down(rt, settings, campaign_id, exc)
+            _write(rt, done, None)
             _progress(rt, campaign_id)
     finally:
         locks.release(rt.Session, lock, holder)
 
 
-def _send_one(m, conn, settings, campaign_id, domain, subject_t, body_t, rid, address, name, data, attempts):
+class _ServerDown(Exception):
+    """The server went away without answering for this recipient (before DATA)."""
+
+    def __init__(self, error: mailer.MailError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _server_ok(rt, campaign_id: int) -> None:
+    with rt.session() as s:
+        s.execute(sa.update(EmailCampaign).where(EmailCampaign.id == campaign_id,
+                                                 EmailCampaign.server_failures > 0)
+                  .values(server_failures=0, retry_at=None, error=None))
+
+
+def _server_down(rt, settings, campaign_id: int, exc: mailer.MailError) -> str:
+    delays = settings.server_retry_s or [60]
+    with rt.session() as s:
+        c = get_campaign(s, campaign_id)
+        c.server_failures = n = (c.server_failures or 0) + 1
+        c.retry_at = at = utcnow() + dt.timedelta(seconds=delays[min(n, len(delays)) - 1])
+        c.error = f"{exc} (failure {n} in a row; next try at {at:%Y-%m-%d %H:%M:%S} UTC)"
+        tenant_id = c.tenant_id
+    _progress(rt, campaign_id)
+    log.warning("campaign %s: SMTP server unavailable (%s); retrying at %s", campaign_id, exc, at)
+    rt.enqueue("SendEmailCampaignJob", campaign_id, eta=at, tenant_id=tenant_id)
+    return "waiting for the server"
+
+
+def _send_one(m, conn, settings, campaign_id, domain, subject_t, body_t, rid, address, name, data, attempts,
+              before_data=None):
     ctx = {**data, "email": address, "name": name or data.get("name") or ""}
     try:
         subject = mailer.render(subject_t, ctx)
@@ -297,20 +376,29 @@ def _send_one(m, conn, settings, campaign_id, domain, subject_t, body_t, rid, ad
                                headers={"List-Unsubscribe": ", ".join(unsub),
                                         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
     try:
-        refused = conn.send(msg, to_addrs=[address])
+        refused = conn.send(msg, to_addrs=[address], before_data=before_data)
         if refused:
             code, text = refused[address]
             raise (mailer.TransientMailError if 400 <= code < 500 else mailer.MailError)(
                 f"{code} {text}", smtp_code=code, smtp_text=text)
-    except mailer.TransientMailError as exc:
-        delays = settings.retry_delays_s
-        if attempts < len(delays):
-            return dict(id=rid, status="pending", attempts=attempts + 1, error=_reply(exc),
-                        next_attempt_at=utcnow() + dt.timedelta(seconds=delays[attempts]))
-        return dict(id=rid, status="failed", attempts=attempts + 1, error=_reply(exc))
     except mailer.MailError as exc:
-        return dict(id=rid, status="failed", attempts=attempts + 1, error=_reply(exc))
+        if exc.uncertain:
+            return dict(id=rid, status="uncertain", attempts=attempts + 1,
+                        error=f"the connection was lost after the message data was sent, before the "
+                              f"server answered ({exc}): check before resending")
+        if exc.transient and exc.smtp_code is None and not exc.refused:
+            raise _ServerDown(exc) from None  # no answer at all: not this recipient's fault
+        return _failed_or_retry(settings, rid, attempts, exc)
     return dict(id=rid, status="sent", attempts=attempts + 1, sent_at=utcnow(), error=None)
+
+
+def _failed_or_retry(settings, rid: int, attempts: int, exc: mailer.MailError) -> dict:
+    """4xx: back to pending with a back-off while retries remain; 5xx (or retries spent): failed."""
+    delays = settings.retry_delays_s
+    if exc.transient and attempts < len(delays):
+        return dict(id=rid, status="pending", attempts=attempts + 1, error=_reply(exc),
+                    next_attempt_at=utcnow() + dt.timedelta(seconds=delays[attempts]))
+    return dict(id=rid, status="failed", attempts=attempts + 1, error=_reply(exc))
 
 
 def _reply(exc: mailer.MailError) -> str:
@@ -320,15 +408,37 @@ def _reply(exc: mailer.MailError) -> str:
     return f"{exc.smtp_code} {exc.smtp_text}" if exc.smtp_code else str(exc)
 
 
-def _write(rt, outcome: dict | None, sending_id: int | None) -> None:
-    if outcome is None and sending_id is None:
+def _write(rt, done: list[dict], sending_id: int | None, conn: sa.Connection | None = None) -> None:
+    """Record the outcomes in ``done`` (then empty it) and mark ``sending_id`` sending, in one commit.
+
+    This runs once per message: Core statements (the ORM session's bookkeeping
+    cost more than the statements), on the batch's connection ``conn`` when
+    given (no pool checkout and ping per message), and the usual case -- one
+    outcome plus the next recipient -- as a single UPDATE (one round trip).
+    """
+    if not done and sending_id is None:
         return
-    with rt.session() as s:
-        if outcome is not None:
-            rid = outcome.pop("id")
-            s.execute(sa.update(R).where(R.id == rid).values(**outcome))
-        if sending_id is not None:
-            s.execute(sa.update(R).where(R.id == sending_id).values(status="sending"))
+    if conn is None:
+        with rt.engine.connect() as own:
+            return _write(rt, done, sending_id, own)
+    t = R.__table__
+    with conn.begin():
+        if len(done) == 1 and sending_id is not None:
+            values = dict(done[0])
+            rid = values.pop("id")
+            this = t.c.id == rid
+            sets = {t.c[k]: sa.case((this, sa.literal(v, t.c[k].type)), else_=t.c[k])
+                    for k, v in values.items() if k != "status"}
+            sets[t.c.status] = sa.case((this, sa.literal(values["status"], t.c.status.type)), else_="sending")
+            conn.execute(t.update().where(t.c.id.in_((rid, sending_id))).values(sets))
+        else:
+            for outcome in done:
+                values = dict(outcome)
+                rid = values.pop("id")
+                conn.execute(t.update().where(t.c.id == rid).values(**values))
+            if sending_id is not None:
+                conn.execute(t.update().where(t.c.id == sending_id).values(status="sending"))
+    done.clear()
 
 
 def _progress(rt, campaign_id: int) -> None:

@@ -37,6 +37,8 @@ class MailingSettings:
     smtp_batch: int = 500
     #: Delays before retrying a recipient the server answered 4xx, in seconds.
     retry_delays_s: list[float] = field(default_factory=lambda: [60, 300, 1800])
+    #: Delays before retrying a campaign whose SMTP server could not be reached (the last one repeats).
+    server_retry_s: list[float] = field(default_factory=lambda: [30, 120, 600, 1800])
     #: List-Unsubscribe URL ("{campaign}", "{email}" and "{token}" are filled in); empty: mailto only.
     unsubscribe_url: str = ""
 
@@ -53,6 +55,8 @@ class MailingSettings:
             raise err("backoff_after_failures", "must be at least 1")
         if any(d < 0 for d in self.retry_delays_s):
             raise err("retry_delays_s", "must be seconds >= 0")
+        if not self.server_retry_s or any(d <= 0 for d in self.server_retry_s):
+            raise err("server_retry_s", "must be a non-empty list of seconds > 0")
 
 
 CAPABILITY = Capability(
@@ -74,7 +78,7 @@ CAPABILITY = Capability(
         PanelSpec("mail-campaigns", "Campaigns", read="campaigns_page",
                   columns=(("id", "Id", 5), ("name", "Name", 20), ("status", "Status", 9),
                            ("progress", "Progress", 9), ("rate_per_minute", "Rate/min", 8), ("eta", "ETA", 19),
-                           ("counts", "Recipients", None)),
+                           ("counts", "Recipients", 40), ("error", "Last error", None)),
                   actions=(PanelAction("p", "Pause", "pause", "Pause campaign {id}?"),
                            PanelAction("u", "Resume", "resume", "Resume campaign {id}?"),
                            PanelAction("x", "Cancel", "cancel", "Cancel campaign {id}?"))),

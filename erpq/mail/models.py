@@ -129,6 +129,9 @@ class EmailCampaign(Base):
     total_count: Mapped[int] = mapped_column(sa.Integer, default=0)
     uncertain_count: Mapped[int] = mapped_column(sa.Integer, default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # ---- mail_0002: an SMTP server that cannot be reached is retried with a back-off
+    server_failures: Mapped[int] = mapped_column(sa.Integer, default=0)
+    retry_at: Mapped[dt.datetime | None]
 
 
 class EmailCampaignRecipient(Base):

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from ..models import Tenant
 from ..ops import Conflict, Invalid, NotFound, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, text_search
 
 
 @dataclass
@@ -204,9 +204,8 @@ class _AccountOps(OpsSection):
         if account_id is not None:
             q = q.where(Email.account_id == account_id)
         if search:
-            like = f"%{search}%"
-            q = q.where(sa.or_(Email.subject.like(like), Email.from_address.like(like),
-                               Email.to_addresses.like(like), Email.message_id.like(like)))
+            q = q.where(text_search((Email.subject, Email.from_address, Email.to_addresses, Email.message_id),
+                                    search))
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
             rows = s.scalars(q.order_by(Email.id.desc()).offset(offset).limit(limit)).all()
@@ -232,6 +231,9 @@ class CampaignInfo(_Record):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     error: str | None
+    #: SMTP server unreachable this many times in a row; next try at retry_at.
+    server_failures: int = 0
+    retry_at: dt.datetime | None = None
 
 
 @dataclass
@@ -252,7 +254,8 @@ def _campaign_info(c, counts: dict, default_rate: int) -> CampaignInfo:
     left = counts["pending"] + counts["sending"]
     eta = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=left / rate)) if c.status == "sending" and rate else None
     return CampaignInfo(c.id, c.tenant_id, c.account_id, c.name, c.status, c.scheduled_at, rate, total, counts,
-                        f"{100 * done // total if total else 0}%", eta, c.started_at, c.finished_at, c.error)
+                        f"{100 * done // total if total else 0}%", eta, c.started_at, c.finished_at, c.error,
+                        c.server_failures or 0, c.retry_at)
 
 
 class _CampaignOps:
@@ -262,7 +265,7 @@ class _CampaignOps:
 
         q = sa.select(EmailCampaign)
         if search:
-            q = q.where(EmailCampaign.name.like(f"%{search}%"))
+            q = q.where(text_search((EmailCampaign.name, EmailCampaign.status), search))
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
             rows = s.scalars(q.order_by(EmailCampaign.id.desc()).offset(offset).limit(limit)).all()

@@ -134,7 +134,8 @@ def sync_account(rt, account_id: int, force: bool = False) -> SyncResult:
                 except Exception:
                     pass
         except Exception as exc:
-            msg = str(exc) if isinstance(exc, secrets.MailKeyError) else f"{type(exc).__name__}: {exc}"
+            msg = str(exc) if isinstance(exc, secrets.MailKeyError) else \
+                f"IMAP {acc.imap_host}:{acc.imap_port}: {type(exc).__name__}: {exc}"
             result.error = accounts.scrub(msg, imap_pw)
         _record_outcome(rt, settings, acc.id, result.error)
     finally:
