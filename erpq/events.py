@@ -187,7 +187,10 @@ def emit_many(name: str, payloads: list[dict[str, Any]], tenant: Any, *, session
              "attempts": 0, "created_at": now} for p in payloads]
     _listen(session)
     table = EventOutbox.__table__
-    if session.get_bind().dialect.insert_executemany_returning_sort_by_parameter_order:
+    dialect = session.get_bind().dialect
+    # SQLite claims ordered RETURNING but gets it by one INSERT per row (no sentinel
+    # column): there one executemany and the look-up after the commit are far cheaper
+    if dialect.insert_executemany_returning_sort_by_parameter_order and dialect.name != "sqlite":
         # ids read back in one go: noted for the fan-out now, no look-up after the commit
         session.info.setdefault("erpq_outbox", []).extend(session.execute(
             sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
