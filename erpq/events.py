@@ -127,6 +127,9 @@ MAX_ATTEMPTS = 5
 SWEEP_AFTER_S = 10.0
 #: A claim older than this is abandoned (the process died mid fan-out).
 CLAIM_LEASE_S = 120.0
+#: Events fanned out per dispatch_many after a commit (one claim, one read, one close each;
+#: well under every backend's bind-parameter limit).
+FANOUT_BATCH = 5000
 
 
 def check_payload(name: str, payload: Any) -> dict[str, Any]:
@@ -261,8 +264,8 @@ def _after_commit(session: Any) -> None:
         rt = current()
         if bulk:
             ids += _bulk_ids(rt, bulk)
-        for start in range(0, len(ids), 500):
-            dispatch_many(rt, ids[start:start + 500])
+        for start in range(0, len(ids), FANOUT_BATCH):
+            dispatch_many(rt, ids[start:start + FANOUT_BATCH])
     except Exception:  # the rows stay pending or failed; the sweep retries them
         log.exception("events %s: fan-out after commit failed", ids)
 
