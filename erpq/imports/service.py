@@ -549,13 +549,24 @@ def _payloads(rows: list[dict], ids: list[int], import_id: int) -> list[dict]:
 def _insert_ids(s, t: sa.Table, rows: list[dict]) -> list[int]:
     """Insert ``rows`` (executemany) and return their ids in order.
 
-    PostgreSQL and MariaDB batch ``RETURNING`` with parameter order kept. SQLite
+    PostgreSQL: ids drawn from the sequence first, then one plain executemany.
+    MariaDB batches ``RETURNING`` with parameter order kept. SQLite
     would fall back to one statement per row for that, so there the rows are
     inserted in one executemany and their ids read back: SQLite has one writer,
     our transaction holds the write lock, and rowids are max+1, so the newest
     ``len(rows)`` ids are ours, in insertion order.
     """
-    if s.get_bind().dialect.name != "sqlite":
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        # ids drawn from the table's sequence in one query, then a plain executemany:
+        # about half the time of the ordered RETURNING form (INSERT .. SELECT .. ORDER BY)
+        seq = sa.func.pg_get_serial_sequence(t.name, "id")
+        ids = sorted(s.scalars(sa.select(sa.func.nextval(seq)).select_from(sa.func.generate_series(1, len(rows)))))
+        for r, pk in zip(rows, ids, strict=True):
+            r["id"] = pk
+        s.execute(sa.insert(t), rows)
+        return ids
+    if dialect != "sqlite":
         return list(s.scalars(sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), rows))
     s.execute(sa.insert(t), rows)
     return sorted(s.scalars(sa.select(t.c.id).order_by(t.c.id.desc()).limit(len(rows))))
