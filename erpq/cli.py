@@ -21,10 +21,17 @@ from . import config as config_mod
 from .cli_support import (
     CliError,
     Group,
+    OneLineParser,
+    bounded_text,
+    check_argv,
+    count_int,
+    finite_float,
     flag_parents,
+    id_int,
     ops_for,
     out,
     parse_json_arg,
+    positive_int,
     print_json,
 )
 from .config import ConfigError
@@ -63,6 +70,15 @@ def cmd_schedule_list(args, rt) -> int:
         return 0
     return _out(args, entries, ["name", "expression", "description", "paused", "last_run_at",
                                 "last_status", "last_duration_s", "next_run_at"])
+
+
+def cmd_schedule_explain(args, rt) -> int:
+    explanation = _ops(args, rt).explain(args.name, last=args.last)
+    if args.json:
+        print_json(explanation.to_dict())
+        return 0
+    print("\n".join(explanation.lines()))
+    return 0
 
 
 def cmd_schedule_run(args, rt) -> int:
@@ -113,6 +129,9 @@ def cmd_queue_work(args, rt) -> int:
 
 def cmd_queue_list(args, rt) -> int:
     ops = _ops(args, rt)
+    if args.by_tenant:
+        return _out(args, ops.queue_by_tenant(), ["tenant_id", "tenant", "pending", "running", "oldest_age_s",
+                                                   "done_last_5m", "per_minute"])
     states = [s for s in ("pending", "scheduled", "running") if getattr(args, s)] or ["pending", "scheduled", "running"]
     items = []
     for state in states:
@@ -197,18 +216,20 @@ def cmd_queue_dispatch(args, rt) -> int:
     args_list: list = []
     kwargs: dict = {}
     if args.args:
-        data = parse_json_arg(args.args, "--args")
+        data = parse_json_arg(args.args, "--args", rt.settings.queue.max_args_bytes)
         if isinstance(data, list):
             args_list = data
         elif isinstance(data, dict) and set(data) <= {"args", "kwargs"} and data:
+            if not isinstance(data.get("args", []), list) or not isinstance(data.get("kwargs", {}), dict):
+                raise CliError('--args: "args" must be a JSON array and "kwargs" a JSON object')
             args_list, kwargs = list(data.get("args", [])), dict(data.get("kwargs", {}))
         elif isinstance(data, dict):
             kwargs = data
         else:
             raise CliError("--args: expected a JSON array (positional), an object (keyword) "
                            "or {\"args\": [...], \"kwargs\": {...}}")
-    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs)
-    print(f"Dispatched {args.task}: job {task_id}")
+    task_id = _ops(args, rt).dispatch(args.task, args_list, kwargs, key=args.key)
+    print(f"Dispatched {args.task}: job {task_id}" + (f" (key {args.key})" if args.key else ""))
     return 0
 
 
@@ -242,6 +263,8 @@ def cmd_event_emit(args, rt) -> int:
 def cmd_runs(args, rt) -> int:
     page = _ops(args, rt).runs(offset=args.offset, limit=args.limit, task=args.task, status=args.status,
                                search=args.search)
+    if args.status == "missed":  # what did not happen: the tick and the reason
+        return _out(args, page.items, ["id", "task_name", "tick", "status", "error"])
     return _out(args, page.items, ["id", "task_name", "kind", "status", "args_summary", "started_at",
                                    "duration_s", "runner", "error"])
 
@@ -259,7 +282,10 @@ def cmd_batch_cancel(args, rt) -> int:
 
 
 def cmd_runner_list(args, rt) -> int:
-    return _out(args, _ops(args, rt).runners(include_stopped=args.all),
+    runners = _ops(args, rt).runners(include_stopped=args.all)
+    if not args.all:  # only the living: a silent runner not yet marked stopped is dead too
+        runners = [r for r in runners if r.alive]
+    return _out(args, runners,
                 ["id", "kind", "workers", "alive", "heartbeat_age_s", "current_jobs", "started_at", "stopped_at"])
 
 
@@ -357,9 +383,13 @@ def cmd_deploy(args, _rt) -> int:
 
 
 def cmd_bench_queue(args, _rt) -> int:
-    from .bench import run_queue_bench
+    from .bench import run_fairness_bench, run_queue_bench
 
-    return run_queue_bench(jobs=args.jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
+    jobs = 200 if args.smoke else args.jobs
+    if args.tenants:
+        return run_fairness_bench(jobs=jobs, workers=args.workers, tenants=args.tenants, stores=args.store,
+                                  redis_url=args.redis_url, rounds=1 if args.smoke else 2)
+    return run_queue_bench(jobs=jobs, workers=args.workers, stores=args.store, redis_url=args.redis_url)
 
 
 # ====================================================================== parser
@@ -372,40 +402,47 @@ def _schedule_group(groups, common) -> None:
                            ("pause", cmd_schedule_pause, "stop a periodic task firing (persisted)"),
                            ("resume", cmd_schedule_resume, "let a paused periodic task fire again")):
         g.cmd(name, fn, text).add_argument("name", help="task name, e.g. erp:check-system-health")
+    c = g.cmd("explain", cmd_schedule_explain, "why a periodic task did or did not fire", json=True)
+    c.add_argument("name", help="task name, e.g. erp:check-system-health")
+    c.add_argument("--last", type=int, default=10, help="ticks to show (default 10)")
 
 
 def _queue_group(groups, common) -> None:
     g = Group(groups, common, "queue", "jobs: work, list, failed, retry, forget, flush, dispatch")
     c = g.cmd("work", cmd_queue_work, "run the scheduler and workers in the foreground")
     c.add_argument("--once", action="store_true", help="process one waiting job and exit")
-    c.add_argument("--workers", type=int, default=None, help="worker threads (default: queue.workers)")
+    c.add_argument("--workers", type=positive_int, default=None, help="worker threads (default: queue.workers)")
     c.add_argument("--no-periodic", action="store_true", help="do not fire periodic tasks from this runner")
     c = g.cmd("list", cmd_queue_list, "pending, scheduled and running jobs", json=True, paged=True)
     for state in ("pending", "scheduled", "running"):
         c.add_argument(f"--{state}", action="store_true", help=f"only {state} jobs")
     c.add_argument("--search", help="only jobs whose task, arguments or id contain this text")
+    c.add_argument("--by-tenant", action="store_true",
+                   help="per tenant: pending, running, oldest pending age, jobs done in the last 5 minutes")
     c = g.cmd("failed", cmd_queue_failed, "failed jobs awaiting action", json=True, paged=True)
     c.add_argument("--task", help="only this task")
     c.add_argument("--search", help="only failures whose task, error or id contain this text")
     c.add_argument("--clusters", action="store_true", help="group by task, exception and normalised message")
     g.cmd("show", cmd_queue_show, "one failed job with arguments and traceback", json=True).add_argument(
-        "id", type=int, help="failed job id (see 'erpq queue failed')")
+        "id", type=id_int, help="failed job id (see 'erpq queue failed')")
     c = g.cmd("retry", cmd_queue_retry, "re-enqueue failed jobs as new attempts")
-    c.add_argument("ids", type=int, nargs="*", metavar="ID", help="failed job ids")
+    c.add_argument("ids", type=id_int, nargs="*", metavar="ID", help="failed job ids")
     c.add_argument("--all", action="store_true", help="every failed job (of --task)")
     c.add_argument("--task", help="with --all: only this task")
     g.cmd("forget", cmd_queue_forget, "drop failed jobs (restorable for retention.undo_minutes)").add_argument(
-        "ids", type=int, nargs="+", metavar="ID", help="failed job ids")
+        "ids", type=id_int, nargs="+", metavar="ID", help="failed job ids")
     g.cmd("restore", cmd_queue_restore, "bring back forgotten or flushed failed jobs").add_argument(
-        "ids", type=int, nargs="+", metavar="ID", help="failed job ids")
+        "ids", type=id_int, nargs="+", metavar="ID", help="failed job ids")
     c = g.cmd("flush", cmd_queue_flush, "drop every failed job (restorable for retention.undo_minutes)")
     c.add_argument("--task", help="only this task")
     c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     g.cmd("prune-failed", cmd_queue_prune, "delete failed jobs older than N hours").add_argument(
-        "--hours", type=float, required=True, help="age in hours")
+        "--hours", type=finite_float(0, 876_000), required=True, help="age in hours (0 to 876000)")
     c = g.cmd("dispatch", cmd_queue_dispatch, "enqueue any registered job by name")
-    c.add_argument("task", help="job name (see 'erpq schedule list' for periodic tasks)")
+    c.add_argument("task", type=bounded_text(128), help="job name (see 'erpq schedule list' for periodic tasks)")
     c.add_argument("--args", help='JSON: [positional], {"keyword": ...} or {"args": [...], "kwargs": {...}}')
+    c.add_argument("--key", help="idempotency key: while its job is pending, running or finished less than "
+                                 "queue.key_ttl_s ago, the same key dispatches nothing (prints that job's id)")
     g.cmd("cancel", cmd_queue_cancel, "remove a pending or scheduled job").add_argument("job_id", help="job id")
     g.cmd("recover", cmd_queue_recover, "re-enqueue the work of dead runners now")
 
@@ -415,19 +452,20 @@ def _fleet_groups(groups, common) -> None:
     c = groups.add_parser("runs", help="run history, newest first", parents=[common, json_flag, paging])
     c.set_defaults(handler=cmd_runs)
     c.add_argument("--task", help="only this task")
-    c.add_argument("--status", help="success, failed, retrying, skipped, running, enqueued, ...")
+    c.add_argument("--status", help="success, failed, retrying, skipped, missed (ticks not run, with the "
+                                    "reason), running, enqueued, ...")
     c.add_argument("--search", help="only runs whose task, arguments, id or error contain this text")
 
     g = Group(groups, common, "batch", "groups of jobs with progress")
     c = g.cmd("list", cmd_batch_list, "batches in progress (--all: every batch)", json=True)
     c.add_argument("--all", action="store_true", help="finished and cancelled batches too")
-    c.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    c.add_argument("--limit", type=count_int, default=50, help="rows to show (default 50)")
     g.cmd("cancel", cmd_batch_cancel, "cancel a batch: jobs not yet started are skipped").add_argument(
         "id", help="batch id")
 
     g = Group(groups, common, "runner", "runners and their heartbeats")
-    g.cmd("list", cmd_runner_list, "live runners (--all: stopped ones too)", json=True).add_argument(
-        "--all", action="store_true", help="stopped runners too")
+    g.cmd("list", cmd_runner_list, "living runners (--all: stopped and silent ones too)", json=True).add_argument(
+        "--all", action="store_true", help="stopped and silent (dead) runners too")
 
     g = Group(groups, common, "lock", "periodic-task locks")
     g.cmd("list", cmd_lock_list, "locks held", json=True)
@@ -438,7 +476,7 @@ def _fleet_groups(groups, common) -> None:
     c = groups.add_parser("log", help="the log tail ('Running scheduled command', 'Processing job')",
                           parents=[common])
     c.set_defaults(handler=cmd_log)
-    c.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    c.add_argument("-n", "--lines", type=count_int, default=50, help="lines to show (default 50)")
     c.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
 
 
@@ -451,14 +489,14 @@ def _admin_groups(groups, common) -> None:
     g = Group(groups, common, "tenant", "tenants")
     c = g.cmd("add", cmd_tenant_add, "add a tenant")
     c.add_argument("slug", help="lowercase letters, digits and '-'")
-    c.add_argument("--name", help="display name (default: the slug)")
+    c.add_argument("--name", type=bounded_text(255), help="display name (default: the slug)")
     g.cmd("list", cmd_tenant_list, "list tenants", json=True)
 
     g = Group(groups, common, "user", "users")
     c = g.cmd("add", cmd_user_add, "add a user to a tenant")
-    c.add_argument("name", help="the user's name")
+    c.add_argument("name", type=bounded_text(255), help="the user's name")
     c.add_argument("--tenant", required=True, help="slug or id")
-    c.add_argument("--email", help="the user's address (reminders and notifications are mailed to it)")
+    c.add_argument("--email", type=bounded_text(255), help="the user's address (reminders and notifications are mailed to it)")
     g.cmd("list", cmd_user_list, "list users", json=True).add_argument("--tenant", help="slug or id")
 
     g = Group(groups, common, "event", "emit business events (as the application would)")
@@ -469,7 +507,7 @@ def _admin_groups(groups, common) -> None:
 
     c = groups.add_parser("audit", help="operator audit log", parents=[common, json_flag])
     c.set_defaults(handler=cmd_audit)
-    c.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    c.add_argument("--limit", type=count_int, default=50, help="rows to show (default 50)")
 
     c = groups.add_parser("deploy", help="print a systemd unit or Supervisor program for this install",
                           parents=[common])
@@ -479,10 +517,13 @@ def _admin_groups(groups, common) -> None:
     g = Group(groups, common, "bench", "benchmarks against the bare libraries")
     c = g.cmd("queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio",
               runtime=False)
-    c.add_argument("--jobs", type=int, default=20_000, help="jobs per side (default 20000)")
-    c.add_argument("--workers", type=int, default=4, help="worker threads (default 4)")
+    c.add_argument("--jobs", type=positive_int, default=20_000, help="jobs per side (default 20000)")
+    c.add_argument("--workers", type=positive_int, default=4, help="worker threads (default 4)")
     c.add_argument("--store", action="append", choices=["sqlite", "redis"], help="default: both")
     c.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Redis for the redis store")
+    c.add_argument("--tenants", type=int, default=0,
+                   help="compare erpq with queue.fair off and on, jobs spread over this many tenants")
+    c.add_argument("--smoke", action="store_true", help="200 jobs: only check that it runs")
 
 
 def _capability_groups(groups, common) -> None:
@@ -500,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file (default: $ERPQ_CONFIG, ./config.toml, built-in defaults)")
     common.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
                         help="refuse every action (look without touching)")
-    p = argparse.ArgumentParser(prog="erpq", parents=[common],
+    p = OneLineParser(prog="erpq", parents=[common],
                                 description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
     p.add_argument("--version", action="version", version=f"erpq {_version()}")
     groups = p.add_subparsers(dest="group", metavar="COMMAND", required=True)
@@ -543,6 +584,11 @@ def main(argv: list[str] | None = None) -> int:
     except CapabilityError as exc:
         print(f"erpq: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_argv(sys.argv[1:] if argv is None else argv)
+    except CliError as exc:
+        print(f"erpq: error: {exc}", file=sys.stderr)
+        return exc.code
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = None
@@ -560,15 +606,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        import sqlalchemy.exc
+
+        from .db import DatabaseUnusable
         from .ops import OpsError
         from .runtime import SchemaOutOfDate, UnknownTask
 
         if isinstance(exc, OpsError | UnknownTask | SchemaOutOfDate):
             print(f"erpq: error: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, SchemaOutOfDate) else 1
+        if isinstance(exc, DatabaseUnusable):
+            print(f"erpq: error: {exc}", file=sys.stderr)
+            return 2
         unreachable = _unreachable(exc, args)
         if unreachable:
             print(f"erpq: error: {unreachable}", file=sys.stderr)
+            return 1
+        if isinstance(exc, sqlalchemy.exc.DBAPIError):
+            # A value the validation layer missed: the transaction was rolled back.
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            print(f"erpq: error: the database refused it (nothing was changed): {first}", file=sys.stderr)
             return 1
         raise
     finally:

@@ -1,9 +1,11 @@
-"""Small helpers shared by every ``erpq`` command: errors, tables, JSON."""
+"""Small helpers shared by every ``erpq`` command: errors, tables, JSON, argument types."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -60,11 +62,100 @@ def print_json(rows: Iterable[dict] | dict, out=None) -> None:
     print(file=out or sys.stdout)
 
 
-def parse_json_arg(text: str, what: str) -> Any:
+def parse_json_arg(text: str, what: str, max_bytes: int | None = None) -> Any:
+    """``text`` parsed as JSON (a one-line CliError when it is not, or is over ``max_bytes``)."""
+    if max_bytes is not None and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise CliError(f"{what}: longer than {max_bytes} bytes (queue.max_args_bytes)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(f"{what}: not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise CliError(f"{what}: nested too deeply") from None
+
+
+# ---------------------------------------------------------------- argument types
+#
+# One validation layer for command-line values: each type refuses a bad value
+# with a one-line message before anything is read or written, the same on every
+# backend. Use them for every numeric or bounded option of a command.
+
+#: The largest id an INTEGER primary key holds on every backend (PostgreSQL's int4).
+MAX_ID = 2**31 - 1
+
+
+def bounded_int(lo: int, hi: int, what: str = "a whole number"):
+    """An argparse type: an integer in ``lo..hi``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({lo} to {hi})")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+#: Counts and sizes (``--limit``, ``-n``): 0 to a million.
+count_int = bounded_int(0, 1_000_000)
+#: Positive counts (``--workers``, ``--jobs``).
+positive_int = bounded_int(1, 1_000_000, "a positive whole number")
+#: Row ids: what a database id column can hold on every backend.
+id_int = bounded_int(1, MAX_ID, "an id (a positive whole number)")
+
+
+def finite_float(lo: float, hi: float):
+    """An argparse type: a finite number in ``lo..hi`` (no nan, no inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({lo:g} to {hi:g})")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def bounded_text(max_chars: int):
+    """An argparse type: text of at most ``max_chars`` characters (e.g. a column's size)."""
+
+    def parse(text: str) -> str:
+        if len(text) > max_chars:
+            raise argparse.ArgumentTypeError(f"longer than {max_chars} characters ({len(text)})")
+        return text
+
+    parse.__name__ = "text"
+    return parse
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 (bytes the OS handed over as
+    surrogates): it could never be stored or sent."""
+    for i, arg in enumerate(argv, 1):
+        if "\x00" in arg:
+            raise CliError(f"argument {i} contains a NUL character", code=2)
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            raise CliError(f"argument {i} is not valid UTF-8 text (at character {exc.start}): "
+                           f"{shown[:80]}", code=2) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``erpq ...: error: ...``), exit 2."""
+
+    def error(self, message: str):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 # ---------------------------------------------------------------- building command groups
@@ -82,13 +173,11 @@ def ops_for(args: Any, rt: Any):
 
 def flag_parents():
     """(``--json``, ``--limit/--offset``) parent parsers for read commands."""
-    import argparse
-
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="print a JSON array of objects")
     paging = argparse.ArgumentParser(add_help=False)
-    paging.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
-    paging.add_argument("--offset", type=int, default=0, help="rows to skip")
+    paging.add_argument("--limit", type=count_int, default=50, help="rows to show (default 50)")
+    paging.add_argument("--offset", type=bounded_int(0, MAX_ID), default=0, help="rows to skip")
     return json_flag, paging
 
 

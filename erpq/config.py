@@ -36,6 +36,16 @@ class QueueSettings:
     name: str = "erpq"
     #: Worker threads of a runner (``erpq queue work``, the console's runner).
     workers: int = 4
+    #: An idempotency key (``enqueue(..., key=...)``) stays taken this long after its job finished.
+    key_ttl_s: int = 3600
+    #: Take work round-robin across tenants (``erpq.runtime.fair``); every runner of a queue must agree.
+    fair: bool = False
+    #: With ``fair``: at most this many jobs of one tenant at once (0: no cap).
+    tenant_concurrency: int = 0
+    #: With ``fair``: at most N jobs of a job name at once, e.g. ``{SendCampaignJob = 2}``.
+    task_concurrency: dict[str, int] = field(default_factory=dict)
+    #: Largest JSON arguments (UTF-8 bytes) an operator may dispatch a job with.
+    max_args_bytes: int = 65536
 
 
 @dataclass
@@ -76,6 +86,11 @@ class ScheduleSettings:
     #: Cron expression per periodic task (croniter syntax); the defaults are what each
     #: capability declares with its task (``erpq.capability.default_schedule()``).
     cron: dict[str, str] = field(default_factory=dict)
+    #: Misfire policy per periodic task for ticks missed while no runner fired them:
+    #: "skip" (default), "run_once" (one late run) or "catch_up" (each missed tick,
+    #: the newest ``catch_up_max`` of them; "catch_up:N" sets N for that task).
+    misfire: dict[str, str] = field(default_factory=dict)
+    catch_up_max: int = 10
 
 
 @dataclass
@@ -184,6 +199,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise ConfigError(f"{p}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     base = Path.cwd() if p.resolve() == PACKAGED_DEFAULT.resolve() else p.resolve().parent
@@ -308,6 +325,8 @@ def _validate(s: Settings) -> None:
             raise err(f"runner.{key}", "must be positive")
     if s.runner.dead_after_s < 2 * s.runner.heartbeat_s:
         raise err("runner.dead_after_s", "must be at least twice runner.heartbeat_s")
+    if not 2 <= s.queue.max_args_bytes <= 16 * 1024 * 1024:
+        raise err("queue.max_args_bytes", "must be 2 to 16777216")
     if s.runner.max_recoveries < 0:
         raise err("runner.max_recoveries", "must be 0 or more")
     if not 1 <= s.runner.periodic_check_s <= 60 or 60 % s.runner.periodic_check_s:
@@ -330,6 +349,25 @@ def _validate(s: Settings) -> None:
             raise err(f"schedule.cron.{name}", f"invalid cron expression {expr!r} (five fields: minute hour day month weekday)")
         merged[name] = expr
     s.schedule.cron = merged
+    for name, policy in s.schedule.misfire.items():
+        if name not in defaults:
+            raise err(f"schedule.misfire.{name}", f"unknown periodic task (known: {', '.join(defaults)})")
+        kind, _, n = str(policy).partition(":")
+        if kind not in ("skip", "run_once", "catch_up") or (n and (kind != "catch_up" or not n.isdigit()
+                                                                     or int(n) < 1)):
+            raise err(f"schedule.misfire.{name}", f"unknown policy {policy!r} (skip, run_once, catch_up or catch_up:N)")
+    if s.schedule.catch_up_max < 1:
+        raise err("schedule.catch_up_max", "must be 1 or more")
+    if s.queue.tenant_concurrency < 0:
+        raise err("queue.tenant_concurrency", "must be 0 (no cap) or more")
+    for name, cap in s.queue.task_concurrency.items():
+        if not isinstance(cap, int) or cap < 1:
+            raise err(f"queue.task_concurrency.{name}", "must be a whole number, 1 or more")
+    if (s.queue.tenant_concurrency or s.queue.task_concurrency) and not s.queue.fair:
+        raise err("queue.tenant_concurrency" if s.queue.tenant_concurrency else "queue.task_concurrency",
+                  "caps need queue.fair = true")
+    if s.queue.key_ttl_s < 0:
+        raise err("queue.key_ttl_s", "must be 0 or more")
     if s.schedule.lock_lease_s < 10:
         raise err("schedule.lock_lease_s", "must be at least 10 seconds")
 

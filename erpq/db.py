@@ -73,17 +73,31 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
+class DatabaseUnusable(Exception):
+    """The database URL cannot be used (driver missing, folder not creatable); one line."""
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """An engine with the settings erpq relies on for each backend."""
     kwargs: dict = {"echo": echo, "future": True}
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnusable(f"cannot create the folder of the SQLite database {path}: "
+                                       f"{exc.strerror or exc}") from None
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=3600)
-    engine = sa.create_engine(url, **kwargs)
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise DatabaseUnusable(f"the database driver {exc.name!r} is not installed "
+                               f"(pip install it, or change database.url)") from None
+    except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
+        raise DatabaseUnusable(f"database.url is not usable: {str(exc).splitlines()[0]}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so

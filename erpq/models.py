@@ -56,13 +56,47 @@ class JobRun(Base):
     args_summary: Mapped[str | None] = mapped_column(Str(255))
     tenant_id: Mapped[int | None] = mapped_column(sa.Integer, index=True)
     batch_id: Mapped[str | None] = mapped_column(Str(36))
-    status: Mapped[str] = mapped_column(Str(16))  # enqueued running success failed retrying skipped abandoned cancelled
+    status: Mapped[str] = mapped_column(Str(16))  # enqueued running success failed retrying skipped missed abandoned cancelled
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
     tick: Mapped[dt.datetime | None]
     enqueued_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    runner: Mapped[str | None] = mapped_column(Str(128))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    #: A scheduled periodic run: seconds between its tick and its start.
+    late_s: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class JobKey(Base):
+    """An idempotency key of a dispatch: one job per key while it is pending or
+    running and until ``expires_at`` after it finished (NULL: not finished)."""
+
+    __tablename__ = "job_keys"
+
+    key: Mapped[str] = mapped_column(Str(191), primary_key=True)
+    task_name: Mapped[str] = mapped_column(Str(128))
+    task_id: Mapped[str] = mapped_column(Str(64))
+    tenant_id: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+
+
+class HealthProbe(Base):
+    """One round trip of the health probe job through the real queue."""
+
+    __tablename__ = "health_probes"
+
+    id: Mapped[int] = _id()
+    task_id: Mapped[str] = mapped_column(Str(64), unique=True)
+    enqueued_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    wait_s: Mapped[float | None] = mapped_column(sa.Float)
+    run_s: Mapped[float | None] = mapped_column(sa.Float)
+    status: Mapped[str] = mapped_column(Str(16), default="pending")  # pending ok failed
     runner: Mapped[str | None] = mapped_column(Str(128))
     error: Mapped[str | None] = mapped_column(sa.Text)
 
@@ -184,7 +218,7 @@ class AuditLog(Base):
     source: Mapped[str] = mapped_column(Str(16))  # cli | console | api
     action: Mapped[str] = mapped_column(Str(64))
     target: Mapped[str | None] = mapped_column(Str(255))
-    command: Mapped[str | None] = mapped_column(Str(512))  # the equivalent erpq command line
+    command: Mapped[str | None] = mapped_column(sa.Text)  # the equivalent erpq command line (cut past 4000)
     detail: Mapped[str | None] = mapped_column(sa.Text)
 
 

@@ -73,20 +73,20 @@ def _reset_redis(url: str, name: str) -> None:
 
 
 def reset_database(url: str) -> None:
-    """Drop every table (erpq's and alembic's) of a server test database."""
+    """Drop every table (erpq's and alembic's) of a server test database, even one a
+    crashed run left half dropped (tables pointing at tables already gone)."""
     engine = sa.create_engine(url)
     try:
-        meta = sa.MetaData()
-        meta.reflect(engine)
+        names = sa.inspect(engine).get_table_names()
         with engine.begin() as conn:
             if engine.dialect.name in ("mysql", "mariadb"):
                 conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
-                for table in meta.sorted_tables:
-                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{table.name}`")
+                for name in names:
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{name}`")
                 conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
             else:
-                for table in reversed(meta.sorted_tables):
-                    conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}" CASCADE')
+                for name in names:
+                    conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
     finally:
         engine.dispose()
 

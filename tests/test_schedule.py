@@ -218,7 +218,9 @@ def test_pause_and_resume_persist(runtimes, clock):
     rt = runtimes()
     ops = Ops(rt, actor=Actor("tester", None, "cli"))
     ops.pause(NAME)
-    assert tick(rt) == [] and periodic_runs(rt) == []
+    assert tick(rt) == []
+    (missed,) = periodic_runs(rt)  # the tick that passed while paused is on record
+    assert (missed.status, missed.error, missed.tick) == ("missed", "paused", at("2030-01-01T12:00:00"))
     assert rt.huey.pending_count() == 0
 
     rt2 = runtimes()  # a new runtime (e.g. after a restart) sees the pause
@@ -229,6 +231,8 @@ def test_pause_and_resume_persist(runtimes, clock):
 
     ops.resume(NAME)
     assert NAME not in rt2.paused_tasks()
+    assert tick(rt2) == []  # the paused tick stays missed
+    clock.now = at("2030-01-01T12:01:10")
     assert len(tick(rt2)) == 1
     assert rt.huey.pending_count() == 1
 
@@ -236,10 +240,15 @@ def test_pause_and_resume_persist(runtimes, clock):
 def test_missed_tick_is_skipped(runtimes, clock):
     rt = runtimes(schedule={"cron": {NAME: "0 * * * *"}, "missed_grace_s": 120})
     clock.now = at("2030-01-01T12:05:00")  # five minutes late: past the grace period
-    assert tick(rt) == [] and periodic_runs(rt) == []
+    assert tick(rt) == [] and periodic_runs(rt) == []  # first check of a new install: nothing on record
     clock.now = at("2030-01-01T13:01:30")  # 90 s late: within it
     assert len(tick(rt)) == 1
     assert [r.tick for r in periodic_runs(rt)] == [at("2030-01-01T13:00:00")]
+    clock.now = at("2030-01-01T15:05:00")  # 14:00 and 15:00 passed unfired: on record as missed
+    assert tick(rt) == []
+    assert [(r.tick, r.status) for r in periodic_runs(rt)][1:] == [(at("2030-01-01T14:00:00"), "missed"),
+                                                                    (at("2030-01-01T15:00:00"), "missed")]
+    assert "runner down" in periodic_runs(rt)[-1].error
 
 
 def test_run_is_skipped_while_a_live_holder_has_the_lock(runtimes, clock, calls):
@@ -249,8 +258,8 @@ def test_run_is_skipped_while_a_live_holder_has_the_lock(runtimes, clock, calls)
     assert execute_all(rt) == 1
     assert calls == []
     (run,) = periodic_runs(rt)
-    assert run.status == "skipped"
-    assert "other-runner:1:abc" in run.error
+    assert run.status == "missed"  # a scheduled tick that did not run
+    assert "other-runner:1:abc" in run.error and "lease until" in run.error
     assert locks.holder_of(rt.Session, LOCK).holder == "other-runner:1:abc"  # not stolen
     assert rt.huey.pending_count() == 0  # skipped, not queued behind
 

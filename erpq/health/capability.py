@@ -25,8 +25,12 @@ class HealthSettings:
     queue_critical: int = 10_000
     failed_per_hour_warning: int = 10
     failed_per_hour_critical: int = 100
+    #: A probe job not run this long after it was enqueued is failed (workers stopped or stuck).
+    probe_timeout_s: float = 60.0
 
     def validate(self, err) -> None:
+        if self.probe_timeout_s <= 0:
+            raise err("probe_timeout_s", "must be positive")
         for metric in METRICS:
             warn, crit = getattr(self, f"{metric}_warning"), getattr(self, f"{metric}_critical")
             if warn < 0 or crit < warn:
@@ -37,7 +41,7 @@ CAPABILITY = Capability(
     "health",
     title="Health",
     description="CPU, memory, disk, database connections, queue size and failures, per host and tenant",
-    modules=("erpq.health.service",),
+    modules=("erpq.health.service", "erpq.health.probe"),
     settings=HealthSettings,
     cli="erpq.health.cli:register",
     ops="erpq.health.ops:HealthOps",

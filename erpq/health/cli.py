@@ -10,9 +10,18 @@ COLUMNS = ["tenant", "checked_at", "status", "cpu_percent", "memory_percent", "d
            "db_connections", "queue_pending", "failed_last_hour"]
 
 
+PROBE_COLUMNS = ["id", "enqueued_at", "status", "wait_s", "run_s", "runner", "error"]
+
+
 def cmd_health(args, rt) -> int:
     ops = ops_for(args, rt)
     health = ops.health
+    if args.probe:
+        probe = health.probe(wait_s=args.wait)
+        code = out(args, [probe], PROBE_COLUMNS)
+        return code or (0 if probe.status == "ok" else 1)
+    if args.probes:
+        return out(args, health.probes(limit=args.limit), PROBE_COLUMNS)
     if args.history:
         tenant_id = ops.tenant_id(args.tenant) if args.tenant else None
         items = health.history(tenant_id=tenant_id, limit=args.limit)
@@ -32,5 +41,10 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     c.set_defaults(handler=cmd_health)
     c.add_argument("--check", action="store_true", help="take a reading now")
     c.add_argument("--history", action="store_true", help="readings over time")
+    c.add_argument("--probe", action="store_true",
+                   help="send a probe job through the queue and wait for it (exit 1 when no worker ran it)")
+    c.add_argument("--wait", type=float, default=None,
+                   help="with --probe: seconds to wait (default health.probe_timeout_s)")
+    c.add_argument("--probes", action="store_true", help="the last probes' wait and run times (--limit)")
     c.add_argument("--tenant", help="with --history: this tenant (slug or id)")
     c.add_argument("--limit", type=int, default=60, help="readings to show with --history (default 60)")

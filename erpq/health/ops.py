@@ -12,7 +12,19 @@ from ..models import SystemHealth, Tenant
 from ..ops import OpsSection, audited
 from ..ops.base import _Record
 from .capability import METRICS
+from .probe import HealthProbe, fail_lost_probes, liveness, send_probe
 from .service import check_system_health
+
+
+@dataclass
+class ProbeInfo(_Record):
+    id: int
+    enqueued_at: dt.datetime
+    status: str  # pending | ok | failed
+    wait_s: float | None
+    run_s: float | None
+    runner: str | None
+    error: str | None
 
 
 @dataclass
@@ -65,6 +77,46 @@ class HealthOps(OpsSection):
         with self.rt.session() as s:
             check_system_health(s, self.rt)
         return self.latest()
+
+
+    def probes(self, limit: int = 60) -> list[ProbeInfo]:
+        """The last ``limit`` probes, oldest first (the console plots wait_s + run_s)."""
+        with self.rt.session() as s:
+            fail_lost_probes(self.rt, s)
+            rows = s.scalars(sa.select(HealthProbe).order_by(HealthProbe.id.desc()).limit(limit)).all()
+            return [ProbeInfo(p.id, p.enqueued_at, p.status, p.wait_s, p.run_s, p.runner, p.error)
+                    for p in reversed(rows)]
+
+    def liveness(self):
+        """Probe outcome, live runners and schedulers, latest tick: from the record."""
+        return liveness(self.rt)
+
+    @audited
+    def probe(self, wait_s: float | None = None) -> ProbeInfo:
+        """Send a probe through the queue and wait for its round trip (at most
+        ``wait_s``, default ``health.probe_timeout_s``); a probe not run by then is failed."""
+        import time
+
+        self._act("health.probe", None, "erpq health probe")
+        rt = self.rt
+        probe_id = send_probe(rt)
+        deadline = time.monotonic() + (wait_s if wait_s is not None else self.settings.probe_timeout_s)
+        while True:
+            with rt.read_session() as s:
+                p = s.get(HealthProbe, probe_id)
+                if p.status != "pending":
+                    return ProbeInfo(p.id, p.enqueued_at, p.status, p.wait_s, p.run_s, p.runner, p.error)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        from ..db import session_scope, utcnow
+
+        with session_scope(rt.Session) as s:
+            p = s.get(HealthProbe, probe_id)
+            if p.status == "pending":
+                waited = (utcnow() - p.enqueued_at).total_seconds()
+                p.status, p.error = "failed", f"not run within {waited:.1f}s: no worker took it (workers stopped or stuck)"
+            return ProbeInfo(p.id, p.enqueued_at, p.status, p.wait_s, p.run_s, p.runner, p.error)
 
 
 def _health_info(h: SystemHealth, slug: str | None) -> HealthInfo:

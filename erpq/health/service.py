@@ -81,6 +81,18 @@ def check_system_health(session: Session, rt: Runtime) -> list[SystemHealth]:
         if scanned < pending:
             row.details["pending_counted_of"] = scanned
         rows.append(row)
+    # The round trip: the previous probe's outcome goes into this reading, and a
+    # new probe is sent through the queue for the next one to read.
+    from .probe import liveness, send_probe
+
+    alive = liveness(rt, session)
+    host_row.details["probe"] = {"status": alive.probe_status, "wait_s": alive.probe_wait_s,
+                                 "run_s": alive.probe_run_s, "error": alive.probe_error}
+    host_row.details["runners"] = {"live": alive.live_runners, "schedulers": alive.live_schedulers,
+                                   "last_tick_at": alive.last_tick_at.isoformat() if alive.last_tick_at else None}
+    if alive.status == "critical":
+        host_row.status = "critical"
+    send_probe(rt, session)
     session.add_all(rows)
     session.flush()
     return rows

@@ -9,6 +9,7 @@ is reached as ``ops.section(name)`` (or ``ops.<name>``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -17,10 +18,12 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from ..models import AuditLog
 
@@ -48,6 +51,68 @@ class Conflict(OpsError):
 
 class Invalid(OpsError):
     """Bad arguments (a value out of range, a malformed name)."""
+
+
+# ====================================================================== checks
+#
+# Ops-level validation, the same on every backend (the CLI's argparse types in
+# erpq.cli_support refuse most bad values earlier; these guard every caller).
+
+MAX_ID = 2**31 - 1
+
+
+def check_text(value: str | None, what: str, max_chars: int | None = None) -> str | None:
+    """``value`` if it is UTF-8-encodable text of at most ``max_chars``; else Invalid."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Invalid(f"{what}: not valid UTF-8 text (at character {exc.start})") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise Invalid(f"{what}: longer than {max_chars} characters ({len(value)})")
+    return value
+
+
+def column_size(model: Any, column: str) -> int | None:
+    """The character size of ``model``'s ``column`` (None for unbounded text)."""
+    return getattr(model.__table__.c[column].type, "length", None)
+
+
+def check_columns(model: Any, what: str, **values: Any) -> None:
+    """Each text value fits its column of ``model`` and is valid UTF-8 (else Invalid)."""
+    for column, value in values.items():
+        if isinstance(value, str):
+            check_text(value, f"{what} {column}", column_size(model, column))
+
+
+def check_page(offset: int, limit: int) -> None:
+    """Paging arguments every backend reads the same way."""
+    if not isinstance(offset, int) or not 0 <= offset <= MAX_ID:
+        raise Invalid(f"offset must be 0 to {MAX_ID} (got {offset!r})")
+    if not isinstance(limit, int) or not 0 <= limit <= 1_000_000:
+        raise Invalid(f"limit must be 0 to 1000000 (got {limit!r})")
+
+
+def check_id(value: Any, what: str = "id") -> int:
+    """An id a database id column can hold (1 to 2^31-1), else Invalid."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise Invalid(f"{what} must be a whole number from 1 to {MAX_ID} (got {value!r})")
+    return value
+
+
+def check_json_payload(value: Any, what: str, max_bytes: int | None = None) -> str:
+    """``value`` as JSON text that can be stored and sent (UTF-8, finite numbers, not too big)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise Invalid(f"{what}: text that is not valid UTF-8 (at character {exc.start} of the JSON)") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise Invalid(f"{what}: not storable as JSON: {str(exc).splitlines()[0]}") from None
+    if max_bytes is not None and size > max_bytes:
+        raise Invalid(f"{what}: {size} bytes of JSON, more than the {max_bytes} allowed")
+    return text
 
 
 # ====================================================================== records
@@ -131,25 +196,90 @@ def text_search(columns, search: str):
     return sa.or_(*(c.ilike(like, escape="/") for c in columns))
 
 
+#: Longest text kept in an audit row's command (longer ones are cut with a marker).
+AUDIT_COMMAND_MAX = 4000
+
+
+def _fit(text: str | None, size: int) -> str | None:
+    """``text`` cut to ``size`` characters with a visible marker when longer."""
+    if text is None or len(text) <= size:
+        return text
+    marker = f"… [cut, {len(text)} chars]"
+    return text[: max(0, size - len(marker))] + marker
+
+
+def _fit_row(row: AuditLog) -> AuditLog:
+    """An audit row whose texts fit their columns on every backend (never refused)."""
+    for name in ("actor", "client", "source", "action", "target"):
+        length = getattr(AuditLog.__table__.c[name].type, "length", None)
+        if length:
+            setattr(row, name, _fit(getattr(row, name), length))
+    row.command = _fit(row.command, AUDIT_COMMAND_MAX)
+    return row
+
+
 def _audited(method):
-    """Write the audit rows an action queued with ``_act`` only if it succeeds."""
+    """Make an action and the audit rows it queued with ``_act`` one transaction.
+
+    The action's database writes go through ``self._tx()`` (one session for the
+    whole action, nested actions included); its audit rows are added to that
+    session and everything commits once, or nothing does. Work outside the
+    database (enqueueing on the queue store) is registered with
+    ``self._after_commit(do, undo)`` and done once the commit succeeded; if it
+    fails, ``undo`` compensates and the audit rows are deleted again.
+    """
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         state = self._audit_state
-        outer = getattr(state, "pending", None)
-        if outer is not None:  # nested action: the outermost one writes
+        if getattr(state, "pending", None) is not None:  # nested action: the outermost one commits
             return method(self, *args, **kwargs)
-        state.pending = []
+        state.pending, state.session, state.after = [], None, []
+        audit_ids: list[int] = []
         try:
             result = method(self, *args, **kwargs)
-            rows = state.pending
+            rows = [_fit_row(r) for r in state.pending]
+            if rows or state.session is not None:
+                s = state.session = state.session or self.rt.Session()
+                s.add_all(rows)
+                s.flush()
+                audit_ids = [r.id for r in rows]
+                s.commit()
+        except BaseException:
+            if state.session is not None:
+                state.session.rollback()
+            raise
         finally:
-            state.pending = None
-        self._write_audit(rows)
+            if state.session is not None:
+                state.session.close()
+            after = state.after or []
+            state.pending = state.session = state.after = None
+        _run_after_commit(self, after, audit_ids)
         return result
 
     return wrapper
+
+
+def _run_after_commit(core, steps: list, audit_ids: list[int]) -> None:
+    """Do the after-commit steps in order; on a failure undo the steps not done
+    (and, when none was done, delete the action's audit rows), then re-raise."""
+    for i, (do, _undo) in enumerate(steps):
+        try:
+            do()
+        except BaseException:
+            for _do, undo in steps[i:]:
+                if undo is not None:
+                    try:
+                        undo()
+                    except Exception:  # the original error is the one to report
+                        pass
+            if i == 0 and audit_ids:
+                try:
+                    with core.rt.session() as s:
+                        s.execute(sa.delete(AuditLog).where(AuditLog.id.in_(audit_ids)))
+                except Exception:
+                    pass
+            raise
 
 
 class OpsCore:
@@ -164,9 +294,10 @@ class OpsCore:
     def _act(self, action: str, target: str | None, command: str, detail: Any = None) -> None:
         """Refuse in read-only mode; else audit the action.
 
-        Inside an ``@_audited`` method the row is written only once the method
-        succeeds (a refused or failed action leaves no audit entry); elsewhere
-        it is written at once.
+        Inside an ``@_audited`` method the row is written in the action's own
+        transaction (a refused or failed action leaves no audit entry, and an
+        audit row that cannot be written undoes the action); elsewhere it is
+        written at once.
         """
         if self.read_only:
             raise ReadOnly(f"read-only mode: '{action}' is refused (equivalent: {command})")
@@ -180,6 +311,30 @@ class OpsCore:
         else:
             self._write_audit([row])
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """The session an action writes in: inside an ``@_audited`` action, the one
+        shared with its audit rows (committed once by the decorator); elsewhere a
+        session of its own that commits at the end of the block."""
+        state = self._audit_state
+        if getattr(state, "pending", None) is None:
+            with self.rt.session() as s:
+                yield s
+            return
+        if state.session is None:
+            state.session = self.rt.Session()
+        yield state.session
+        state.session.flush()
+
+    def _after_commit(self, do, undo=None) -> None:
+        """Run ``do()`` once the action's transaction committed (at once outside an
+        action); if it fails, ``undo()`` takes the committed record back."""
+        after = getattr(self._audit_state, "after", None)
+        if after is None:
+            _run_after_commit(self, [(do, undo)], [])
+        else:
+            after.append((do, undo))
+
     def take_command(self) -> str | None:
         """The equivalent ``erpq`` command line of the last action on this thread
         (then forgotten), for a front end to show next to the outcome."""
@@ -190,7 +345,7 @@ class OpsCore:
     def _write_audit(self, rows: list[AuditLog]) -> None:
         if rows:
             with self.rt.session() as s:
-                s.add_all(rows)
+                s.add_all([_fit_row(r) for r in rows])
 
     def check_writable(self, action: str) -> None:
         if self.read_only:
@@ -208,6 +363,7 @@ class OpsCore:
 
     # ------------------------------------------------------------ audit
     def audit_log(self, offset: int = 0, limit: int = 50) -> Page:
+        check_page(offset, limit)
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(AuditLog)) or 0
             rows = s.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).offset(offset).limit(limit)).all()
@@ -254,6 +410,14 @@ class OpsSection:
 
     def check_writable(self, action: str) -> None:
         self.ops.check_writable(action)
+
+    def _tx(self):
+        """The action's session (see ``OpsCore._tx``): write in it, not in ``rt.session()``,
+        so the action and its audit row commit together."""
+        return self.ops._tx()
+
+    def _after_commit(self, do, undo=None) -> None:
+        self.ops._after_commit(do, undo)
 
     @property
     def settings(self) -> Any:

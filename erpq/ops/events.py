@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events
-from .base import Invalid, OpsCore, OpsError, _audited, _Record
+from .base import Invalid, OpsCore, OpsError, _audited, _Record, check_json_payload
 
 
 @dataclass
@@ -31,6 +31,8 @@ class EventOps(OpsCore):
         except (events.UnknownEvent, TypeError) as exc:
             raise Invalid(str(exc)) from None
         tid = self.tenant_id(tenant)  # type: ignore[attr-defined]
+        # Refused at the door: a payload that cannot be sent would fail every delivery attempt.
+        check_json_payload(payload, "event data")
         data = json.dumps(payload, separators=(",", ":"))
         self._act("event.emit", name, f"erpq event emit {shlex.quote(name)} --tenant {shlex.quote(str(tenant))}"
                   + (f" --data {shlex.quote(data)}" if payload else ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,6 @@ from .base import (
     Invalid,
     NotFound,
     OpsCore,
-    OpsError,
     Page,
     _audited,
     _Record,
@@ -145,8 +145,10 @@ class FailedOps(OpsCore):
         return new_ids
 
     def _retry_one(self, fid: int) -> str | None:
+        """Mark failed job ``fid`` retried in the action's transaction; its new job is
+        enqueued once that commits (a failed enqueue un-marks the row)."""
         rt = self.rt
-        with rt.session() as s:
+        with self._tx() as s:
             row = s.get(FailedJob, fid)
             if row is None or row.deleted_at is not None or row.retried_at is not None:
                 return None
@@ -174,7 +176,16 @@ class FailedOps(OpsCore):
                 task.erpq.update(trigger="retry", retry_of=fid)
             row.retry_task_id = task.id
             s.flush()
-            rt.huey.enqueue(task)  # inside the transaction: a failed enqueue un-marks the row
+            run_id = task.erpq.get("run_id")
+
+            def unmark() -> None:
+                with rt.session() as s2:
+                    s2.execute(sa.update(FailedJob).where(FailedJob.id == fid)
+                               .values(retried_at=None, retried_by=None, retry_task_id=None))
+                    if run_id is not None:
+                        s2.execute(sa.delete(JobRun).where(JobRun.id == run_id))
+
+            self._after_commit(lambda: rt.huey.enqueue(task), unmark)
             return task.id
 
     @_audited
@@ -193,7 +204,7 @@ class FailedOps(OpsCore):
         """Hide failed jobs (restorable with ``restore`` for retention.undo_minutes)."""
         ids = [ids] if isinstance(ids, int) else list(ids)
         self._act("failed.forget", ",".join(map(str, ids[:20])), "erpq queue forget " + " ".join(map(str, ids[:20])))
-        with self.rt.session() as s:
+        with self._tx() as s:
             n = s.execute(sa.update(FailedJob).where(FailedJob.id.in_(ids), FailedJob.deleted_at.is_(None))
                           .values(deleted_at=utcnow(), deleted_by=self.actor.user)).rowcount
         if not n:
@@ -207,7 +218,7 @@ class FailedOps(OpsCore):
         cmd = "erpq queue flush" + (f" --task {shlex.quote(task)}" if task else "")
         self._act("failed.flush", task or "*", cmd)
         mark = utcnow()
-        with self.rt.session() as s:
+        with self._tx() as s:
             # The failures awaiting action (retried ones stay, as the history of their retry).
             q = sa.update(FailedJob).where(FailedJob.deleted_at.is_(None), FailedJob.retried_at.is_(None))
             if task:
@@ -234,7 +245,7 @@ class FailedOps(OpsCore):
             q = q.where(FailedJob.id.in_(ids))
         if since is not None:
             q = q.where(FailedJob.deleted_at >= since)
-        with self.rt.session() as s:
+        with self._tx() as s:
             n = s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
         if ids and not n:
             raise NotFound(f"no forgotten failed job with id {', '.join(map(str, ids))}")
@@ -242,11 +253,11 @@ class FailedOps(OpsCore):
 
     @_audited
     def prune_failed(self, hours: float) -> int:
-        if hours < 0:
-            raise OpsError("--hours must be 0 or more")
+        if not isinstance(hours, int | float) or not math.isfinite(hours) or not 0 <= hours <= 876_000:
+            raise Invalid(f"--hours must be a number from 0 to 876000 (got {hours!r})")
         self._act("failed.prune", f"{hours}h", f"erpq queue prune-failed --hours {hours:g}")
         cutoff = utcnow() - dt.timedelta(hours=hours)
-        with self.rt.session() as s:
+        with self._tx() as s:
             return s.execute(sa.delete(FailedJob).where(FailedJob.failed_at < cutoff)).rowcount
 
 

@@ -36,6 +36,8 @@ class RunInfo(_Record):
     duration_s: float | None
     runner: str | None
     error: str | None
+    tick: dt.datetime | None = None  # a scheduled periodic run's tick
+    late_s: float | None = None  # ... and how late after it the run started
 
 
 @dataclass
@@ -135,7 +137,7 @@ class FleetOps(OpsCore):
         """Cancel a batch: its jobs not yet started are skipped."""
         self.batch(batch_id)
         self._act("batch.cancel", batch_id, f"erpq batch cancel {batch_id}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             n = s.execute(sa.update(JobBatch).where(JobBatch.id == batch_id, JobBatch.cancelled_at.is_(None),
                                                     JobBatch.finished_at.is_(None))
                           .values(cancelled_at=utcnow())).rowcount
@@ -197,7 +199,8 @@ class FleetOps(OpsCore):
 
 def _run_info(r: JobRun) -> RunInfo:
     return RunInfo(r.id, r.task_id, r.task_name, r.kind, r.trigger, r.status, r.args_summary, r.tenant_id,
-                   r.attempt, r.enqueued_at, r.started_at, r.finished_at, r.duration_s, r.runner, r.error)
+                   r.attempt, r.enqueued_at, r.started_at, r.finished_at, r.duration_s, r.runner, r.error,
+                   r.tick, r.late_s)
 
 
 def _batch_info(b: JobBatch) -> BatchInfo:

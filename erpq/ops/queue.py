@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import inspect
 import shlex
+import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -13,7 +14,17 @@ from ..models import FailedJob
 from ..runtime import UnknownTask
 from ..runtime.history import summarize_args
 from ..runtime.registry import JOBS
-from .base import Invalid, NotFound, OpsCore, OpsError, Page, _audited, _Record
+from .base import (
+    Invalid,
+    NotFound,
+    OpsCore,
+    OpsError,
+    Page,
+    _audited,
+    _Record,
+    check_json_payload,
+    check_page,
+)
 
 # ====================================================================== records
 
@@ -35,7 +46,73 @@ class JobInfo(_Record):
     key: str | None = None  # opaque handle for cancel_job (pending/scheduled only)
 
 
+@dataclass
+class TenantQueueInfo(_Record):
+    """Queue depth, oldest waiting job and throughput of one tenant (0: no tenant)."""
+
+    tenant_id: int
+    tenant: str
+    pending: int
+    running: int
+    oldest_age_s: float | None
+    done_last_5m: int
+    per_minute: float
+
+
+#: Pending jobs decoded to count per tenant on a store without lanes (``queue.fair`` off).
+TENANT_SCAN_LIMIT = 50_000
+
+
 class QueueOps(OpsCore):
+    def queue_by_tenant(self) -> list[TenantQueueInfo]:
+        """Per tenant: pending jobs, running jobs, age of the oldest pending one and
+        jobs finished in the last 5 minutes (``erpq queue list --by-tenant``)."""
+        from ..db import utcnow
+        from ..models import JobRun, Tenant
+
+        rt, now = self.rt, utcnow()
+        storage = rt.huey.storage
+        depths: dict[int, tuple[int, bytes]] = {}
+        running: dict[int, int] = {}
+        if hasattr(storage, "tenant_depths"):
+            depths, running = storage.tenant_depths(), storage.running_by_tenant()
+        else:
+            counts: dict[int, list] = {}
+            pos = 0
+            while pos < TENANT_SCAN_LIMIT:
+                rows = storage.enqueued_page(pos, 1000)
+                if not rows:
+                    break
+                pos += len(rows)
+                for _key, data in rows:
+                    tenant = rt.huey.lane_of(bytes(data))[0]
+                    entry = counts.setdefault(tenant, [0, bytes(data)])
+                    entry[0] += 1
+            depths = {t: (n, d) for t, (n, d) in counts.items()}
+            for _key, _runner, _ts, data in storage.inflight_page(0, 1000):
+                tenant = rt.huey.lane_of(bytes(data))[0]
+                running[tenant] = running.get(tenant, 0) + 1
+        since = now - dt.timedelta(minutes=5)
+        with rt.read_session() as s:
+            done = dict(s.execute(sa.select(sa.func.coalesce(JobRun.tenant_id, 0), sa.func.count())
+                                  .where(JobRun.finished_at >= since, JobRun.status == "success")
+                                  .group_by(sa.func.coalesce(JobRun.tenant_id, 0))).all())
+            slugs = dict(s.execute(sa.select(Tenant.id, Tenant.slug)).all())
+        out = []
+        for tenant in sorted(set(depths) | set(running) | set(done)):
+            n, oldest = depths.get(tenant, (0, b""))
+            age = None
+            if n and oldest:
+                try:
+                    _msg, meta = rt.huey.decode(oldest)
+                    age = max(0.0, now.timestamp() - float(meta["enqueued_at"]))
+                except Exception:
+                    age = None
+            out.append(TenantQueueInfo(tenant, slugs.get(tenant, "-" if tenant == 0 else f"#{tenant}"), n,
+                                       running.get(tenant, 0), age, done.get(tenant, 0), done.get(tenant, 0) / 5))
+        return out
+
+
     # ------------------------------------------------------------ queue
     def queue_counts(self) -> dict[str, int]:
         huey = self.rt.huey
@@ -54,6 +131,7 @@ class QueueOps(OpsCore):
                        batch_id=meta.get("batch_id"), key=key, **extra)
 
     def pending(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        check_page(offset, limit)
         storage = self.rt.huey.storage
         total = storage.queue_size()
         items = self._filtered(lambda o, n: storage.enqueued_page(o, n), offset, limit, search,
@@ -61,6 +139,7 @@ class QueueOps(OpsCore):
         return Page(items, total, offset, limit)
 
     def scheduled(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        check_page(offset, limit)
         storage = self.rt.huey.storage
         total = storage.schedule_size()
 
@@ -76,6 +155,7 @@ class QueueOps(OpsCore):
         return Page(items, total, offset, limit)
 
     def running(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        check_page(offset, limit)
         storage = self.rt.huey.storage
         total = storage.inflight_count()
         items = []
@@ -117,8 +197,12 @@ class QueueOps(OpsCore):
     @_audited
     def cancel_job(self, job_id: str, key: str | None = None) -> None:
         """Remove a pending or scheduled job before it runs."""
+        self._act("queue.cancel", job_id, f"erpq queue cancel {shlex.quote(job_id)}")
+        # The audit row commits first; a job not found takes it back.
+        self._after_commit(lambda: self._remove_job(job_id, key))
+
+    def _remove_job(self, job_id: str, key: str | None) -> None:
         storage = self.rt.huey.storage
-        self._act("queue.cancel", job_id, f"erpq queue cancel {job_id}")
         if key is not None and self._remove_by_key(key):
             return
         for page, remove in ((storage.enqueued_page, storage.remove_enqueued),
@@ -141,8 +225,11 @@ class QueueOps(OpsCore):
         return storage.remove_enqueued(k) or storage.remove_scheduled(k)
 
     @_audited
-    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None) -> str:
-        """Enqueue any registered job by name; returns the task id."""
+    def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None,
+                 key: str | None = None) -> str:
+        """Enqueue any registered job by name; returns the task id. With an
+        idempotency ``key`` a second dispatch while the first job is pending,
+        running or recently finished returns that job's id and enqueues nothing."""
         if task_name not in self.rt.tasks:
             known = ", ".join(sorted(self.rt.tasks))
             raise NotFound(f"unknown task {task_name!r} (known: {known})")
@@ -155,16 +242,51 @@ class QueueOps(OpsCore):
                     "expires", "timeout"} & set(kwargs)
         if reserved:
             raise OpsError(f"argument name(s) {', '.join(sorted(reserved))} are reserved by Huey")
-        payload = json.dumps({"args": args, "kwargs": kwargs}) if (args or kwargs) else ""
+        if key is not None and not 0 < len(key) <= 191:
+            raise Invalid("--key: 1 to 191 characters")
+        check_arguments(task_name, spec, args, kwargs)
+        payload = (check_json_payload({"args": args, "kwargs": kwargs}, "--args",
+                                      self.rt.settings.queue.max_args_bytes) if (args or kwargs) else "")
         self._act("queue.dispatch", task_name,
-                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else ""))
-        try:
-            return self.rt.enqueue(task_name, *args, trigger="manual", **kwargs)
-        except UnknownTask as exc:
-            raise NotFound(str(exc)) from None
+                  f"erpq queue dispatch {shlex.quote(task_name)}" + (f" --args {shlex.quote(payload)}" if payload else "")
+                  + (f" --key {shlex.quote(key)}" if key is not None else ""))
+        if key is not None:
+            # A keyed job is enqueued at once: the answer is the id of the job holding the key,
+            # which may be an earlier one; the key makes a repeated dispatch harmless.
+            try:
+                return self.rt.enqueue(task_name, *args, trigger="manual", key=key, **kwargs)
+            except UnknownTask as exc:
+                raise NotFound(str(exc)) from None
+        task_id = str(uuid.uuid4())
+
+        def enqueue() -> None:
+            try:
+                self.rt.enqueue(task_name, *args, trigger="manual", task_id=task_id, **kwargs)
+            except UnknownTask as exc:
+                raise NotFound(str(exc)) from None
+
+        # The audit row commits first, the job is enqueued last (a failed enqueue takes the row back).
+        self._after_commit(enqueue)
+        return task_id
 
 
 # ====================================================================== conversions
+
+
+def check_arguments(task_name: str, spec, args: list, kwargs: dict) -> None:
+    """Refuse arguments the job's function cannot be called with (before enqueueing)."""
+    func = getattr(spec, "func", None)
+    if func is None:
+        return
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        params = ", ".join(str(p) for p in sig.parameters.values())
+        raise Invalid(f"{task_name}: arguments do not fit the job ({exc}); it takes ({params})") from None
 
 
 def _matches(info: JobInfo, search: str) -> bool:

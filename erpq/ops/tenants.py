@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from ..models import Tenant, User
-from .base import Conflict, NotFound, OpsCore, OpsError, _audited, _Record
+from .base import Conflict, NotFound, OpsCore, OpsError, _audited, _Record, check_columns
 
 # ====================================================================== records
 
@@ -46,8 +46,9 @@ class TenantOps(OpsCore):
     def add_tenant(self, slug: str, name: str | None = None) -> TenantInfo:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", slug or ""):
             raise OpsError(f"tenant slug {slug!r} is invalid: use lowercase letters, digits and '-' (max 64)")
+        check_columns(Tenant, "tenant", name=name)
         self.check_writable("tenant.add")
-        with self.rt.session() as s:
+        with self._tx() as s:
             if s.scalar(sa.select(Tenant.id).where(Tenant.slug == slug)) is not None:
                 raise Conflict(f"tenant {slug!r} already exists")
             t = Tenant(slug=slug, name=name or slug)
@@ -61,7 +62,10 @@ class TenantOps(OpsCore):
         """A tenant id from a slug or an id."""
         with self.rt.read_session() as s:
             q = sa.select(Tenant.id)
-            q = q.where(Tenant.id == int(ref)) if str(ref).isdigit() else q.where(Tenant.slug == str(ref))
+            ref_text = str(ref)
+            if ref_text.isdigit() and int(ref_text) > 2**31 - 1:  # no id that large, on any backend
+                raise NotFound(f"no tenant {ref!r} (see 'erpq tenant list')")
+            q = q.where(Tenant.id == int(ref_text)) if ref_text.isdigit() else q.where(Tenant.slug == ref_text)
             tid = s.scalar(q)
         if tid is None:
             raise NotFound(f"no tenant {ref!r} (see 'erpq tenant list')")
@@ -81,8 +85,9 @@ class TenantOps(OpsCore):
             raise OpsError("user name must not be empty")
         if email and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
             raise OpsError(f"email {email!r} is not an address")
+        check_columns(User, "user", name=name.strip(), email=email)
         self.check_writable("user.add")
-        with self.rt.session() as s:
+        with self._tx() as s:
             if email and s.scalar(sa.select(User.id).where(User.tenant_id == tid, User.email == email)):
                 raise Conflict(f"tenant {tenant!r} already has a user with email {email!r}")
             u = User(tenant_id=tid, name=name.strip(), email=email)

@@ -15,8 +15,8 @@
 
 from .core import Runtime, SchemaOutOfDate, UnknownTask, current, set_current
 from .registry import JOBS, job, periodic
-from .retry import Delays, Exponential, Fixed, RetryAfter, RetryAt
+from .retry import Delays, Exponential, Fixed, Permanent, RetryAfter, RetryAt
 from .runner import EmbeddedRunner
 
-__all__ = ["JOBS", "Delays", "EmbeddedRunner", "Exponential", "Fixed", "RetryAfter", "RetryAt",
+__all__ = ["JOBS", "Delays", "EmbeddedRunner", "Exponential", "Fixed", "Permanent", "RetryAfter", "RetryAt",
            "Runtime", "SchemaOutOfDate", "UnknownTask", "current", "job", "periodic", "set_current"]

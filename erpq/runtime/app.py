@@ -8,7 +8,10 @@
   that did not finish (interrupted) keeps its claim, so it is recovered.
 - ``read_periodic`` replaces Huey's crontab check: croniter expressions from
   config, pause state, one enqueue per task and tick across every runner
-  (a unique run-history row per task+tick), missed ticks skipped.
+  (a unique run-history row per task+tick). Every tick that does not run gets a
+  ``missed`` row with its reason (paused, runner down, lock held); ticks missed
+  while no runner fired them follow the task's misfire policy (skip, run_once,
+  catch_up); a late run records how late it started (``late_s``).
 - A periodic run takes a lease lock first and is skipped, not queued behind,
   while a previous run of the same task still holds it.
 """
@@ -32,7 +35,7 @@ from ..models import FailedJob, JobRun
 from . import locks, retry
 from .history import json_safe
 from .registry import JOBS, periodic_specs
-from .schedule import due_tick
+from .schedule import latest_tick, ticks_between
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -63,6 +66,13 @@ class UnknownTaskError(LookupError):
         super().__init__(f"unknown task {self.name}: not registered in this runner")
 
 
+def _tenant_int(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def job_name(huey_name: str) -> str:
     """The job name in Huey's task identifier ("module.JobName")."""
     return huey_name.rsplit(".", 1)[-1]
@@ -79,11 +89,14 @@ class ErpqHuey(Huey):
     def __init__(self, runtime: Runtime, **kwargs):
         self.runtime = runtime
         self._ctx = threading.local()
+        self._seen_ticks: dict = {}  # periodic task -> the latest tick this runner handled
         super().__init__(**kwargs)
         self.signal()(self._on_signal)
         self.pre_execute("erpq")(self._before_run)
         self.post_execute("erpq")(self._after_run)
         self.on_shutdown("erpq")(self._release_pending)
+        if getattr(self.storage, "fair", False):
+            self.storage.lane_of = self.lane_of
 
     # ------------------------------------------------------------ messages
     # PRIVATE Huey name: Huey._registry (create_message, create_task,
@@ -95,7 +108,22 @@ class ErpqHuey(Huey):
         if meta is None:
             meta = task.erpq = {}
         meta.setdefault("enqueued_at", time.time())
-        return self.serializer.serialize((self._registry.create_message(task), meta))
+        data = self.serializer.serialize((self._registry.create_message(task), meta))
+        # the lane of this data, for a fair store's enqueue (no decoding there)
+        self._ctx.lane = (data, (_tenant_int(meta.get("tenant_id") or task.kwargs.get("tenant_id")), task.name))
+        return data
+
+    def lane_of(self, data) -> tuple[int, str]:
+        """(tenant id or 0, job name) of serialized task data (``erpq.runtime.fair``)."""
+        last = getattr(self._ctx, "lane", None)
+        if last is not None and last[0] is data:
+            return last[1]
+        try:
+            message, meta = self.decode(data)
+            tenant = meta.get("tenant_id") or (message.kwargs or {}).get("tenant_id")
+            return _tenant_int(tenant), job_name(str(message.name))
+        except Exception:
+            return 0, ""
 
     def decode(self, data) -> tuple:
         """(Huey message, erpq meta) of serialized task data."""
@@ -177,6 +205,9 @@ class ErpqHuey(Huey):
         run = getattr(self._ctx, "run", None)
         if run is not None:
             run.signals.append(signal)
+        if signal == "error" and args and retry.is_permanent(args[0]):
+            # Retrying cannot fix it: Huey decides "final" right after this signal.
+            task.retries = 0
 
     def _before_run(self, task):
         run: _Run = self._ctx.run
@@ -192,10 +223,15 @@ class ErpqHuey(Huey):
             name = lock_name(task.name)
             if not locks.acquire(rt.Session, name, rt.runner_id, rt.settings.schedule.lock_lease_s, task.id):
                 holder = locks.holder_of(rt.Session, name)
-                run.skip = f"previous run still running (lock held by {holder.holder if holder else '?'})"
+                run.skip = ("previous run still running (lock held by "
+                            + (f"{holder.holder}, lease until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z)"
+                               if holder else "?)"))
                 raise CancelExecution(retry=False)
             run.lock = name
-            self._update_periodic_run(task, status="running", started_at=utcnow(), runner=rt.runner_id)
+            started = utcnow()
+            tick = meta.get("tick")
+            self._update_periodic_run(task, status="running", started_at=started, runner=rt.runner_id,
+                                      late_s=None if tick is None else max(0.0, started.timestamp() - tick))
         self.runtime.job_log(logging.INFO, "Processing job: %s %s", task.name, task.id)
 
     def _after_run(self, task, value, exception):
@@ -230,7 +266,9 @@ class ErpqHuey(Huey):
             else:
                 status = "failed" if run.final else "retrying"
         elif run.skip:
-            status = "skipped"
+            # A scheduled tick that did not run is missed (with the reason); a
+            # manual run or a cancelled batch's job is skipped.
+            status = "missed" if task.erpq.get("tick") is not None else "skipped"
         elif "revoked" in run.signals:
             status = "revoked"
         elif "expired" in run.signals:
@@ -261,6 +299,8 @@ class ErpqHuey(Huey):
             )
         else:
             rt.history.add_job_run(task, meta, status, run.attempt, run.started, finished, duration, error)
+        if meta.get("key") and status != "retrying":
+            rt.finish_key(meta["key"], task.id)
         if meta.get("batch_id") and status != "retrying":
             rt.history.batch_done(meta["batch_id"], task.id if status == "failed" else None)
 
@@ -346,22 +386,83 @@ class ErpqHuey(Huey):
 
     # ------------------------------------------------------------ periodic
     def read_periodic(self, timestamp=None):
+        """The periodic tasks to enqueue now, each claimed once across runners.
+
+        Cheap while nothing is new: each task's latest tick is computed and
+        compared with the last one this runner handled; only a new tick costs
+        database reads. For a new tick every tick since the task's last recorded
+        one is accounted for: fired (on time, or late by the misfire policy) or
+        written to the run history as ``missed`` with its reason.
+        """
         rt = self.runtime
         sched = rt.settings.schedule
         now = utcnow()
-        paused = rt.paused_tasks()
-        due = []
+        seen = self._seen_ticks
+        latest = {}
         for spec in periodic_specs():
-            if spec.name in paused:
+            tick = latest_tick(sched.cron[spec.name], now, sched.timezone)
+            if seen.get(spec.name) != tick:
+                latest[spec.name] = tick
+        if not latest:
+            return []
+        paused = rt.paused_tasks()
+        with rt.read_session() as s:
+            last = dict(s.execute(sa.select(JobRun.task_name, sa.func.max(JobRun.tick))
+                                  .where(JobRun.task_name.in_(list(latest)), JobRun.tick.is_not(None))
+                                  .group_by(JobRun.task_name)).all())
+        due = []
+        for name, tick in sorted(latest.items()):
+            expr = sched.cron[name]
+            prev = last.get(name)
+            if prev is not None and prev >= tick:
+                seen[name] = tick
                 continue
-            tick = due_tick(sched.cron[spec.name], now, sched.missed_grace_s, sched.timezone)
-            if tick is None:
+            # No tick on record (a new install or task): nothing before now counts as missed.
+            ticks = [tick] if prev is None else ticks_between(expr, prev, tick, sched.timezone, limit=MISSED_LIMIT)
+            if prev is None and (now - tick).total_seconds() > sched.missed_grace_s and name not in paused:
+                seen[name] = tick
                 continue
-            task = rt.tasks[spec.name].s()
-            if self.claim_run(task, tick=tick, trigger="schedule"):
-                log.info("Running scheduled command: %s", spec.name)
-                due.append(task)
+            if name in paused:
+                self.record_missed(name, ticks, "paused")
+                seen[name] = tick
+                continue
+            on_time = ticks[-1] if (now - ticks[-1]).total_seconds() <= sched.missed_grace_s else None
+            late = ticks[:-1] if on_time is not None else ticks
+            run_late, missed, reason = misfire_plan(misfire_policy(sched, name), late)
+            if missed:
+                self.record_missed(name, missed, reason)
+            for t in [*run_late, *([on_time] if on_time is not None else [])]:
+                task = rt.tasks[name].s()
+                if self.claim_run(task, tick=t, trigger="schedule"):
+                    log.info("Running scheduled command: %s%s", name,
+                             f" (late: tick {t:%Y-%m-%d %H:%M}Z)" if t is not on_time else "")
+                    due.append(task)
+            seen[name] = tick
         return due
+
+    def record_missed(self, name: str, ticks: list, reason: str) -> int:
+        """Write a ``missed`` run-history row per tick (a tick already recorded,
+        e.g. by another runner, is left alone); returns how many were written."""
+        if not ticks:
+            return 0
+        now = utcnow()
+        rows = [{"task_id": "-", "task_name": name, "kind": "periodic", "trigger": "schedule",
+                 "status": "missed", "tick": t, "enqueued_at": None, "finished_at": now, "attempt": 1,
+                 "error": reason} for t in ticks]
+        try:
+            with self.runtime.engine.begin() as conn:
+                conn.execute(sa.insert(JobRun), rows)
+            return len(rows)
+        except IntegrityError:
+            written = 0
+            for row in rows:
+                try:
+                    with self.runtime.engine.begin() as conn:
+                        conn.execute(sa.insert(JobRun), [row])
+                    written += 1
+                except IntegrityError:
+                    pass
+            return written
 
     def claim_run(self, task, tick=None, trigger: str = "schedule") -> bool:
         """Insert the run-history row of a periodic run; False if that tick is taken."""
@@ -373,9 +474,36 @@ class ErpqHuey(Huey):
                 s.add(row)
                 s.flush()
                 task.erpq = {"run_id": row.id, "trigger": trigger, "enqueued_at": now.timestamp()}
+                if tick is not None:
+                    task.erpq["tick"] = tick.timestamp()
             return True
         except IntegrityError:
             return False
+
+
+#: At most this many missed ticks of one task are written after an outage (the newest).
+MISSED_LIMIT = 1000
+
+RUNNER_DOWN = "no runner fired the schedule at the tick (runner down)"
+
+
+def misfire_policy(sched, name: str) -> tuple[str, int]:
+    """(policy, catch-up maximum) of a periodic task, from ``[schedule.misfire]``."""
+    kind, _, n = sched.misfire.get(name, "skip").partition(":")
+    return kind, int(n) if n else sched.catch_up_max
+
+
+def misfire_plan(policy: tuple[str, int], late: list) -> tuple[list, list, str]:
+    """(late ticks to run now, ticks to record as missed, the reason) for ticks
+    that passed while no runner fired them."""
+    kind, limit = policy
+    if not late:
+        return [], [], ""
+    if kind == "run_once":
+        return late[-1:], late[:-1], f"{RUNNER_DOWN}; misfire policy run_once ran the latest missed tick only"
+    if kind == "catch_up":
+        return late[-limit:], late[:-limit], f"{RUNNER_DOWN}; misfire policy catch_up ran the latest {limit} only"
+    return [], late, f"{RUNNER_DOWN}; misfire policy skip"
 
 
 def _dt(ts: float | None):

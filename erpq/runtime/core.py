@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..config import Settings
@@ -40,9 +41,10 @@ from ..db import (
     upgrade,
     utcnow,
 )
-from ..models import JobBatch, ScheduleState
+from ..models import JobBatch, JobKey, ScheduleState
 from . import recovery, retention
 from .app import ErpqHuey
+from .fair import FairRedisStorage, FairSqliteStorage
 from .history import HistoryWriter
 from .log import configure_logging, job_logger, release_logging
 from .registry import JOBS, load_capabilities
@@ -113,12 +115,15 @@ class Runtime:
     def _build_huey(self) -> ErpqHuey:
         q = self.settings.queue
         common = {"name": q.name, "results": False, "utc": True, "runtime": self}
+        if q.fair:
+            common.update(tenant_cap=q.tenant_concurrency, task_caps=q.task_concurrency)
         path = self.settings.sqlite_path(q.url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return ErpqHuey(storage_class=ReliableSqliteStorage, filename=str(path),
-                            runner_id=self.runner_id, **common)
-        return ErpqHuey(storage_class=ReliableRedisStorage, url=q.url, runner_id=self.runner_id, **common)
+            return ErpqHuey(storage_class=FairSqliteStorage if q.fair else ReliableSqliteStorage,
+                            filename=str(path), runner_id=self.runner_id, **common)
+        return ErpqHuey(storage_class=FairRedisStorage if q.fair else ReliableRedisStorage, url=q.url,
+                        runner_id=self.runner_id, **common)
 
     @property
     def queue_label(self) -> str:
@@ -162,17 +167,29 @@ class Runtime:
 
     def enqueue(self, name: str, *args, delay: float | None = None, eta: dt.datetime | None = None,
                 tenant_id: int | None = None, batch_id: str | None = None, trigger: str | None = None,
-                meta: dict | None = None, task_id: str | None = None, **kwargs) -> str:
+                meta: dict | None = None, task_id: str | None = None, key: str | None = None,
+                **kwargs) -> str:
         """Enqueue job ``name`` with arguments; returns the task id (``task_id``
         if given, e.g. a token the job's row already carries).
+
+        ``key``: an idempotency key. While a job enqueued with that key is
+        pending or running, and for ``queue.key_ttl_s`` after it finished, the
+        same key enqueues nothing and returns that job's id. The database's
+        unique constraint on ``job_keys.key`` decides, so concurrent callers in
+        any number of processes get one job.
 
         Huey reserves some keyword names (eta, delay, id, retries, ...): job
         functions must not use them as parameters.
         """
         wrapper = self.task_wrapper(name)
         if JOBS[name].periodic:
-            return self.trigger_periodic(name)
+            return self.trigger_periodic(name, task_id=task_id)
         task = wrapper.s(*args, **kwargs) if task_id is None else wrapper.s(*args, id=task_id, **kwargs)
+        if key is not None:
+            holder = self.claim_key(key, name, task.id, tenant_id)
+            if holder is not None:
+                return holder
+            meta = {**(meta or {}), "key": key}
         if delay is not None or eta is not None:
             from huey.utils import normalize_time
 
@@ -186,8 +203,39 @@ class Runtime:
             self.huey.enqueue(task)
         return task.id
 
-    def trigger_periodic(self, name: str, trigger: str = "manual") -> str:
-        task = self.task_wrapper(name).s()
+    def claim_key(self, key: str, task_name: str, task_id: str, tenant_id: int | None = None) -> str | None:
+        """Take idempotency key ``key`` for ``task_id``; None if taken, else the id
+        of the job holding it. An expired key is taken over in the same transaction."""
+        if not key or len(key) > 191:
+            raise ValueError("idempotency key: 1 to 191 characters")
+        for attempt in range(5):
+            now = utcnow()
+            try:
+                with self.session() as s:
+                    s.execute(sa.delete(JobKey).where(JobKey.key == key, JobKey.expires_at < now))
+                    s.add(JobKey(key=key, task_name=task_name, task_id=task_id, tenant_id=tenant_id,
+                                 created_at=now))
+                return None
+            except IntegrityError:
+                with self.read_session() as s:
+                    holder = s.scalar(sa.select(JobKey.task_id).where(JobKey.key == key))
+                if holder is not None:
+                    return holder
+            except OperationalError:  # a deadlock between two takers (MariaDB): try again
+                if attempt == 4:
+                    raise
+            time.sleep(0.01 * (attempt + 1))
+        raise RuntimeError(f"idempotency key {key!r}: could not be taken")
+
+    def finish_key(self, key: str, task_id: str) -> None:
+        """The key's job finished: it stays taken for ``queue.key_ttl_s`` more."""
+        now = utcnow()
+        with self.session() as s:
+            s.execute(sa.update(JobKey).where(JobKey.key == key, JobKey.task_id == task_id).values(
+                finished_at=now, expires_at=now + dt.timedelta(seconds=self.settings.queue.key_ttl_s)))
+
+    def trigger_periodic(self, name: str, trigger: str = "manual", task_id: str | None = None) -> str:
+        task = self.task_wrapper(name).s() if task_id is None else self.task_wrapper(name).s(id=task_id)
         self.huey.claim_run(task, tick=None, trigger=trigger)
         log.info("Running scheduled command: %s (%s)", name, trigger)
         self.huey.enqueue(task)

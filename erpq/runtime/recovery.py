@@ -10,6 +10,7 @@ longer installed) goes to ``failed_jobs`` too, never silently dropped.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ def recover_dead_runners(rt: Runtime) -> int:
     storage = rt.huey.storage
     holders = storage.inflight_runners()
     holders.pop(rt.runner_id, None)
+    mark_silent_runners_stopped(rt, busy=set(holders))
     if not holders:
         return 0
     dead = dead_runners(rt, holders)
@@ -50,6 +52,26 @@ def recover_dead_runners(rt: Runtime) -> int:
         return sum(recover_runner(rt, r) for r in dead)
     finally:
         locks.release(rt.Session, REAPER_LOCK, rt.runner_id)
+
+
+def mark_silent_runners_stopped(rt: Runtime, busy: set[str] = frozenset()) -> int:
+    """Mark runners silent for ``runner.dead_after_s`` that hold no in-flight work
+    stopped (a runner killed while idle never marks itself), and drop them from
+    the queue store's runner list. Runners with work are left to recovery."""
+    cutoff = utcnow() - dt.timedelta(seconds=rt.settings.runner.dead_after_s)
+    with rt.session() as s:
+        q = (sa.update(Runner).where(Runner.stopped_at.is_(None), Runner.heartbeat_at < cutoff,
+                                     Runner.id != rt.runner_id))
+        if busy:
+            q = q.where(Runner.id.not_in(list(busy)))
+        n = s.execute(q.values(stopped_at=utcnow())).rowcount
+    forget = getattr(rt.huey.storage, "forget_idle_runners", None)
+    if forget is not None:
+        with rt.read_session() as s:
+            alive = set(s.scalars(sa.select(Runner.id).where(Runner.stopped_at.is_(None),
+                                                             Runner.heartbeat_at >= cutoff)))
+        forget(alive | {rt.runner_id})
+    return n
 
 
 def dead_runners(rt: Runtime, holders: dict[str, float | None]) -> list[str]:

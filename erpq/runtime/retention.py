@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..db import utcnow
-from ..models import FailedJob, JobRun, Runner, SystemHealth
+from ..models import FailedJob, HealthProbe, JobKey, JobRun, Runner, SystemHealth
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -33,6 +33,9 @@ def prune(rt: Runtime) -> dict[str, int]:
             FailedJob.deleted_at < now - dt.timedelta(minutes=r.undo_minutes)))).rowcount
         out["system_health"] = s.execute(sa.delete(SystemHealth).where(
             SystemHealth.checked_at < now - dt.timedelta(days=r.health_days))).rowcount
+        out["job_keys"] = s.execute(sa.delete(JobKey).where(JobKey.expires_at < now)).rowcount
+        out["health_probes"] = s.execute(sa.delete(HealthProbe).where(
+            HealthProbe.enqueued_at < now - dt.timedelta(days=r.health_days))).rowcount
         # A stopped runner's row is history too; a live runner's is never deleted.
         out["runners"] = s.execute(sa.delete(Runner).where(
             Runner.stopped_at.is_not(None), Runner.stopped_at < history_cutoff)).rowcount

@@ -30,6 +30,20 @@ from dataclasses import dataclass, field
 MAX_NOT_BEFORE_S = 86400.0
 
 
+class Permanent(Exception):
+    """A failure that retrying cannot fix (bad data, a refused request): the job
+    fails at once, with this message as the cause, whatever its ``retries``."""
+
+
+#: Exceptions no retry can fix: raised again by the same input every time.
+PERMANENT = (Permanent, UnicodeError)
+
+
+def is_permanent(exc: BaseException | None) -> bool:
+    """Whether ``exc`` fails a job at once instead of retrying it."""
+    return isinstance(exc, PERMANENT)
+
+
 class RetryLater(Exception):
     """Base of ``RetryAfter``/``RetryAt``: this attempt failed, retry no sooner than ``seconds()``."""
 

@@ -327,6 +327,16 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         self._schedule_to_queue(keys=[self.schedule_key, self.queue_key], args=[self.convert_ts(ts)])
         return []
 
+    def forget_idle_runners(self, keep: set[str]) -> int:
+        """Drop from the runner list every runner not in ``keep`` that holds no
+        in-flight work (their ids would otherwise pile up)."""
+        dropped = 0
+        for raw in self.conn.smembers(self.runners_key):
+            runner = raw.decode()
+            if runner not in keep and not self.conn.llen(self.inflight_key(runner)):
+                dropped += self.conn.srem(self.runners_key, runner)
+        return dropped
+
     def inflight_runners(self) -> dict[str, float | None]:
         runners = {}
         for raw in self.conn.smembers(self.runners_key):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .. import events
-from ..cli_support import Group, ops_for, out
+from ..cli_support import Group, bounded_text, id_int, ops_for, out
 from . import service
 
 WEBHOOK_COLUMNS = ["id", "tenant", "url", "events", "is_active", "consecutive_failures", "disabled_at",
@@ -76,22 +76,22 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     """Add ``erpq webhook add|list|disable|enable|rotate-secret|redeliver|deliveries``."""
     g = Group(groups, common, "webhook", "webhook subscriptions and deliveries")
     c = g.cmd("add", cmd_add, "subscribe a URL to events (prints the secret once)")
-    c.add_argument("url")
+    c.add_argument("url", type=bounded_text(2048), help="https://... to POST events to")
     c.add_argument("--tenant", required=True, help="slug or id")
     c.add_argument("--event", dest="events", action="append", metavar="NAME",
                    help=f"event to send (repeat or comma-separate; default: all). Known: {', '.join(sorted(events.EVENTS))}")
-    c.add_argument("--description")
+    c.add_argument("--description", type=bounded_text(255), help="what the subscription is for")
     c = g.cmd("list", cmd_list, "subscriptions, with failure counts and why disabled", json=True)
     c.add_argument("--tenant", help="slug or id")
     c = g.cmd("disable", cmd_disable, "stop sending to a subscription")
-    c.add_argument("id", type=int)
-    c.add_argument("--reason")
+    c.add_argument("id", type=id_int, help="webhook id")
+    c.add_argument("--reason", type=bounded_text(512), help="why (shown in 'erpq webhook list')")
     g.cmd("enable", cmd_enable, "send to a subscription again (resets its failure count)").add_argument(
-        "id", type=int)
+        "id", type=id_int, help="webhook id")
     g.cmd("rotate-secret", cmd_rotate, "give a subscription a new secret (printed once)").add_argument(
-        "id", type=int)
+        "id", type=id_int, help="webhook id")
     g.cmd("redeliver", cmd_redeliver, "send a delivery again, same delivery id, full attempts").add_argument(
         "delivery", metavar="DELIVERY_ID", help="msg_... or the row id")
     c = g.cmd("deliveries", cmd_deliveries, "deliveries, newest first", json=True, paged=True)
     c.add_argument("--status", choices=service.STATUSES)
-    c.add_argument("--webhook", type=int, help="only this subscription")
+    c.add_argument("--webhook", type=id_int, help="only this subscription")

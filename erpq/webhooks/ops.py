@@ -6,8 +6,9 @@ import datetime as dt
 import shlex
 from dataclasses import dataclass
 
+from ..models import Webhook
 from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, check_columns, check_id, check_page, check_text
 
 
 @dataclass
@@ -61,6 +62,7 @@ class WebhookOps(OpsSection):
         """Deliveries, newest first; ``search`` matches the delivery id, event or error."""
         from . import service
 
+        check_page(offset, limit)
         try:
             with self.rt.read_session() as s:
                 rows, total = service.list_deliveries(s, status=status, webhook_id=webhook_id, limit=limit,
@@ -95,33 +97,41 @@ class WebhookOps(OpsSection):
         from . import service
 
         reason = reason or "disabled by operator"
+        check_id(webhook_id, "webhook id")
+        check_columns(Webhook, "webhook", disabled_reason=reason)
         self._act("webhook.disable", str(webhook_id),
                   f"erpq webhook disable {webhook_id} --reason {shlex.quote(reason)}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 service.disable_webhook(s, webhook_id, reason)
+                return self._webhook(webhook_id, s)
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None
-        return self._webhook(webhook_id)
 
     @audited
     def enable(self, webhook_id: int) -> WebhookInfo:
         """Send to a subscription again, with a clean failure count."""
         from . import service
 
+        check_id(webhook_id, "webhook id")
         self._act("webhook.enable", str(webhook_id), f"erpq webhook enable {webhook_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 service.enable_webhook(s, webhook_id)
+                return self._webhook(webhook_id, s)
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None
-        return self._webhook(webhook_id)
 
-    def _webhook(self, webhook_id: int) -> WebhookInfo:
+    def _webhook(self, webhook_id: int, s=None) -> WebhookInfo:
+        """One subscription, read in session ``s`` (the action's, to see its own writes)."""
         from . import service
 
-        with self.rt.read_session() as s:
+        if s is not None:
+            s.flush()
             rows = service.list_webhooks(s, webhook_id=webhook_id)
+        else:
+            with self.rt.read_session() as rs:
+                rows = service.list_webhooks(rs, webhook_id=webhook_id)
         if not rows:
             raise NotFound(f"unknown webhook id {webhook_id}")
         return _webhook_info(*rows[0])
@@ -134,27 +144,30 @@ class WebhookOps(OpsSection):
         from . import service
 
         names = list(event_names or [])
+        check_columns(Webhook, "webhook", url=url, description=description)
+        for n in names:
+            check_text(n, "event name", 64)
         tid = self.ops.tenant_id(tenant)
         self._act("webhook.add", url, f"erpq webhook add {shlex.quote(url)} --tenant {shlex.quote(str(tenant))}"
                   + "".join(f" --event {shlex.quote(n)}" for n in names)
                   + (f" --description {shlex.quote(description)}" if description else ""))
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 hook, secret = service.create_webhook(s, tid, url, names, description=description,
                                                       allow=self.settings.allow_hosts)
-                hook_id = hook.id
+                return self._webhook(hook.id, s), secret
         except service.WebhookError as exc:
             raise Invalid(str(exc)) from None
-        return self._webhook(hook_id), secret
 
     @audited
     def rotate_secret(self, webhook_id: int) -> str:
         """Give a subscription a new secret; returns it (shown once)."""
         from . import service
 
+        check_id(webhook_id, "webhook id")
         self._act("webhook.rotate-secret", str(webhook_id), f"erpq webhook rotate-secret {webhook_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 return service.rotate_secret(s, webhook_id)
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None

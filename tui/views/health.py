@@ -8,7 +8,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from ..fmt import clock, status_text
+from ..fmt import clock, sparkline, status_text
 from ..widgets.gauge import Gauge
 from ..widgets.keyed_table import KeyedTable
 from .base import View
@@ -76,8 +76,38 @@ class HealthView(View):
         tz = self.console.tz
         lines += [f"  {clock(r.checked_at, tz)}  {r.status:<8} pending {r.queue_pending:<6} "
                   f"failed/h {r.failed_last_hour}" for r in reversed(hist)]
+        if h.tenant_id is None:  # the host: the queue round trip over time, and the queue per tenant
+            lines += _probe_lines(ops, tz) + _tenant_queue_lines(ops)
         return f"health of {h.tenant}", "\n".join(lines)
 
     def action_check(self) -> None:
         self.console.perform("check health now", lambda ops: ops.health.check(),
                              done=lambda rows: f"health checked: {len(rows)} readings")
+
+
+def _probe_lines(ops: Any, tz: Any) -> list[str]:
+    """The probe job's end-to-end latency (wait + run) over time, and failures."""
+    probes = ops.health.probes(60)
+    if not probes:
+        return ["", "Queue round trip: no probe yet (each health check sends one)"]
+    latency = [(p.wait_s or 0) + (p.run_s or 0) for p in probes if p.status == "ok"]
+    last = probes[-1]
+    lines = ["", f"Queue round trip (probe job, last {len(probes)}): {sparkline(latency, 40) if latency else '-'}",
+             f"  latest {clock(last.enqueued_at, tz)} {last.status}"
+             + (f" waited {last.wait_s:.3f}s ran {last.run_s:.3f}s" if last.wait_s is not None else "")
+             + (f": {last.error}" if last.error else "")]
+    failed = sum(1 for p in probes if p.status == "failed")
+    if failed:
+        lines.append(f"  {failed} failed probe(s): no worker took the job in time")
+    return lines
+
+
+def _tenant_queue_lines(ops: Any) -> list[str]:
+    rows = ops.queue_by_tenant()
+    if not rows:
+        return []
+    lines = ["", "Queue per tenant:  tenant        pending  running  oldest     done/5m"]
+    for r in rows:
+        age = f"{r.oldest_age_s:.0f}s" if r.oldest_age_s is not None else "-"
+        lines.append(f"                   {r.tenant:<12} {r.pending:>8,} {r.running:>8} {age:>8} {r.done_last_5m:>9}")
+    return lines

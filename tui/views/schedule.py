@@ -90,6 +90,9 @@ class ScheduleView(View):
             f"Lock holder: {e.lock_holder or '—'}",
             f"Running for: {ago(e.running_since, now).replace(' ago', '') if e.running_since else '—'}",
             "",
+            "Why did it (not) fire? (erpq schedule explain):",
+            *(f"  {line}" for line in ops.explain(e.name).lines()),
+            "",
             "Recent runs:",
         ]
         for r in ops.runs(limit=15, task=e.name).items:
