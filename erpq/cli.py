@@ -108,6 +108,8 @@ def cmd_queue_work(args, rt) -> int:
 
         result = work_once(rt)
         print(result or "No job waiting.")
+        if result and _last_run_failed(rt, result):
+            return 1  # the job failed (or will retry): a script must see it
         return 0
     from .runtime import EmbeddedRunner
 
@@ -116,6 +118,12 @@ def cmd_queue_work(args, rt) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     runner.start()
+    metrics = None
+    if rt.settings.runner.metrics_port:
+        from .metrics import serve
+
+        metrics = serve(_ops(args, rt), rt.settings.runner.metrics_port, rt.settings.runner.metrics_host,
+                        runner_id=rt.runner_id)
     print(f"erpq runner {rt.runner_id}: {runner.workers} workers, periodic "
           f"{'off' if args.no_periodic else 'on'}, queue {rt.queue_label}. Ctrl+C stops.", flush=True)
     try:
@@ -123,8 +131,22 @@ def cmd_queue_work(args, rt) -> int:
             pass
     finally:
         print("Stopping: waiting for running jobs...", flush=True)
+        if metrics is not None:
+            metrics.shutdown()
         runner.stop()
     return 0
+
+
+def _last_run_failed(rt, line: str) -> bool:
+    """Whether the job ``work_once`` just processed (named in ``line``) failed."""
+    import sqlalchemy as sa
+
+    from .models import JobRun
+
+    task_id = line.split(" (")[0].rsplit(" ", 1)[-1]
+    with rt.read_session() as s:
+        status = s.scalar(sa.select(JobRun.status).where(JobRun.task_id == task_id).order_by(JobRun.id.desc()))
+    return status in ("failed", "retrying")
 
 
 def cmd_queue_list(args, rt) -> int:
@@ -170,8 +192,12 @@ def cmd_queue_show(args, rt) -> int:
 
 def cmd_queue_retry(args, rt) -> int:
     ops = _ops(args, rt)
+    if args.ids and (args.all or args.task or args.search):
+        raise CliError("give failed job ids, or --all [--task NAME] [--search TEXT], not both", code=2)
+    if (args.task or args.search) and not args.all:
+        raise CliError("--task and --search select with --all (erpq queue retry --all --task NAME)", code=2)
     if args.all:
-        n = ops.retry_all(task=args.task)
+        n = ops.retry_all(task=args.task, search=args.search)
         print(f"Retried {n} failed job(s)")
         return 0
     if not args.ids:
@@ -196,7 +222,9 @@ def cmd_queue_restore(args, rt) -> int:
 def cmd_queue_flush(args, rt) -> int:
     ops = _ops(args, rt)
     count = ops.count_failed(task=args.task)
-    if not args.yes and sys.stdin.isatty():
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError("refusing to flush without a terminal to confirm on: add --yes", code=2)
+    if not args.yes:
         answer = input(f"Flush {count} failed job(s)? Type 'flush' to confirm: ")
         if answer.strip() != "flush":
             print("Not flushed.")
@@ -378,7 +406,8 @@ def cmd_log(args, rt) -> int:
 def cmd_deploy(args, _rt) -> int:
     from .deploy import render
 
-    print(render(args.kind, config=args.config))
+    print(render(args.kind, config=args.config, split=args.split, workers_procs=args.worker_processes,
+                 user=args.user), end="")
     return 0
 
 
@@ -429,6 +458,7 @@ def _queue_group(groups, common) -> None:
     c.add_argument("ids", type=id_int, nargs="*", metavar="ID", help="failed job ids")
     c.add_argument("--all", action="store_true", help="every failed job (of --task)")
     c.add_argument("--task", help="with --all: only this task")
+    c.add_argument("--search", help="with --all: only failures whose task, exception or message contain TEXT")
     g.cmd("forget", cmd_queue_forget, "drop failed jobs (restorable for retention.undo_minutes)").add_argument(
         "ids", type=id_int, nargs="+", metavar="ID", help="failed job ids")
     g.cmd("restore", cmd_queue_restore, "bring back forgotten or flushed failed jobs").add_argument(
@@ -512,7 +542,11 @@ def _admin_groups(groups, common) -> None:
     c = groups.add_parser("deploy", help="print a systemd unit or Supervisor program for this install",
                           parents=[common])
     c.set_defaults(handler=cmd_deploy, needs_runtime=False)
-    c.add_argument("kind", choices=["systemd", "supervisor"])
+    c.add_argument("kind", choices=["systemd", "supervisor"], help="which file to print")
+    c.add_argument("--split", action="store_true",
+                   help="one scheduler runner plus worker runners with periodic tasks off")
+    c.add_argument("--worker-processes", type=int, default=2, help="with --split: worker processes (default 2)")
+    c.add_argument("--user", help="run as this (existing) user (default: the user running this command)")
 
     g = Group(groups, common, "bench", "benchmarks against the bare libraries")
     c = g.cmd("queue", cmd_bench_queue, "no-op jobs through bare Huey and through erpq, jobs/s and ratio",
@@ -545,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Operate erpq: schedule, queue, failed jobs, health, tenants.")
     p.add_argument("--version", action="version", version=f"erpq {_version()}")
     groups = p.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for add in (_schedule_group, _queue_group, _fleet_groups, _admin_groups, _capability_groups):
+    from .observe_cli import register as _observe_groups
+
+    for add in (_schedule_group, _queue_group, _fleet_groups, _admin_groups, _observe_groups, _capability_groups):
         add(groups, common)
     return p
 
@@ -576,6 +612,17 @@ def _version() -> str:
     return __version__
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from .capability import CapabilityError
 
@@ -584,6 +631,12 @@ def main(argv: list[str] | None = None) -> int:
     except CapabilityError as exc:
         print(f"erpq: error: {exc}", file=sys.stderr)
         return 2
+    try:  # shell completion: eval "$(register-python-argcomplete erpq)"
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    except ImportError:
+        pass
     try:
         check_argv(sys.argv[1:] if argv is None else argv)
     except CliError as exc:
@@ -597,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "needs_runtime", True):
             rt = _runtime(args)
         return args.handler(args, rt) or 0
+    except BrokenPipeError:
+        # Piped into head: the reader left. End quietly, as cat does (128 + SIGPIPE).
+        _silence_stdout()
+        return 141
     except ConfigError as exc:
         print(f"erpq: config error: {exc}", file=sys.stderr)
         return 2

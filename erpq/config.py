@@ -73,6 +73,10 @@ class RunnerSettings:
     periodic_check_s: int = 5
     #: Seconds a graceful stop waits for running jobs before giving up.
     shutdown_timeout_s: float = 30.0
+    #: When not 0, ``erpq queue work`` answers /metrics (Prometheus) and /healthz on this port.
+    metrics_port: int = 0
+    #: The address the metrics endpoint listens on.
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -204,7 +208,14 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     base = Path.cwd() if p.resolve() == PACKAGED_DEFAULT.resolve() else p.resolve().parent
-    return from_dict(raw, source=str(p), base_dir=str(base))
+    from .envconfig import flat_keys, overlay
+
+    file_keys = flat_keys(raw)
+    raw, env_used = overlay(raw)  # ERPQ_QUEUE__URL etc. win over the file
+    source = str(p) if not env_used else f"{p} + {', '.join(sorted(env_used.values()))}"
+    settings = from_dict(raw, source=source, base_dir=str(base))
+    settings.file_keys, settings.env_used, settings.file_source = file_keys, env_used, str(p)
+    return settings
 
 
 def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Settings:
@@ -292,6 +303,20 @@ def _coerce(value, hint, source: str, key: str):
     return value
 
 
+_CRON_FIELDS = (("minute", 59), ("hour", 23), ("day of month", 31), ("month", 12), ("day of week", 7))
+
+
+def _bad_cron_step(expr: str) -> str | None:
+    """croniter accepts ``*/61`` (and fires hourly); a step beyond the field's range is refused."""
+    for part, (field_name, top) in zip(expr.split(), _CRON_FIELDS, strict=False):
+        for item in part.split(","):
+            if "/" in item:
+                step = item.split("/", 1)[1]
+                if step.isdigit() and not 1 <= int(step) <= top:
+                    return f"step /{step} is out of range for the {field_name} (1-{top})"
+    return None
+
+
 def _validate(s: Settings) -> None:
     src = s.source
 
@@ -323,6 +348,8 @@ def _validate(s: Settings) -> None:
     for key in ("heartbeat_s", "dead_after_s", "shutdown_timeout_s"):
         if getattr(s.runner, key) <= 0:
             raise err(f"runner.{key}", "must be positive")
+    if not 0 <= s.runner.metrics_port <= 65535:
+        raise err("runner.metrics_port", "must be 0 (off) or a TCP port up to 65535")
     if s.runner.dead_after_s < 2 * s.runner.heartbeat_s:
         raise err("runner.dead_after_s", "must be at least twice runner.heartbeat_s")
     if not 2 <= s.queue.max_args_bytes <= 16 * 1024 * 1024:
@@ -347,6 +374,9 @@ def _validate(s: Settings) -> None:
             raise err(f"schedule.cron.{name}", f"unknown periodic task (known: {', '.join(defaults)})")
         if not croniter.is_valid(expr) or len(expr.split()) != 5:
             raise err(f"schedule.cron.{name}", f"invalid cron expression {expr!r} (five fields: minute hour day month weekday)")
+        bad_step = _bad_cron_step(expr)
+        if bad_step:
+            raise err(f"schedule.cron.{name}", f"invalid cron expression {expr!r}: {bad_step}")
         merged[name] = expr
     s.schedule.cron = merged
     for name, policy in s.schedule.misfire.items():

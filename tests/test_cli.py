@@ -130,7 +130,7 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     pending = out_json(capsys)
     assert [p["task_name"] for p in pending] == ["CliBoom", "CliEcho"]
     assert pending[0]["args_summary"] == "n=7" and pending[1]["args_summary"] == "1, 2"
-    assert run(cfg, "queue", "work", "--once") == 0
+    assert run(cfg, "queue", "work", "--once") == 1  # CliBoom failed: a script sees it
     assert run(cfg, "queue", "work", "--once") == 0
     capsys.readouterr()
     assert run(cfg, "queue", "failed", "--json") == 0
@@ -149,7 +149,7 @@ def test_dispatch_list_fail_retry_forget_restore_flush(cfg, capsys):
     assert state(cfg)["pending"] == 1
     assert run(cfg, "queue", "retry", str(failed["id"])) == 1  # cannot be retried twice
     assert "already retried" in capsys.readouterr().err
-    assert run(cfg, "queue", "work", "--once") == 0
+    assert run(cfg, "queue", "work", "--once") == 1
     capsys.readouterr()
     assert run(cfg, "queue", "failed", "--json") == 0
     (again,) = out_json(capsys)
@@ -187,10 +187,10 @@ def test_tenants_and_users(cfg, capsys):
 def test_deploy_prints_units_with_this_install(cfg, capsys):
     assert run(cfg, "deploy", "systemd") == 0
     unit = capsys.readouterr().out
-    assert "huey_consumer erpq.tasks.huey" in unit and "KillSignal=SIGINT" in unit
+    assert "queue work --workers 2" in unit and "KillSignal=SIGTERM" in unit
     assert f"ERPQ_CONFIG={Path(cfg).resolve()}" in unit
     assert run(cfg, "deploy", "supervisor") == 0
-    assert "stopsignal=INT" in capsys.readouterr().out
+    assert "stopsignal=TERM" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- bad input changes nothing

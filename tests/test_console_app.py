@@ -317,7 +317,7 @@ async def test_clusters_group_and_retry_or_forget_a_cluster(make_app, runtime):
     seed_failed(runtime, 2, message="timeout after {i}s")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await press(app, pilot, "3", "g")
+        await press(app, pilot, "3", "c")
         clusters = table(app, "failed", "#clusters")
         assert len(clusters.keys) == 2
         top = clusters.selected_record
@@ -331,7 +331,7 @@ async def test_clusters_group_and_retry_or_forget_a_cluster(make_app, runtime):
         assert app.ops.count_failed() == 0
         await press(app, pilot, "u")
         assert app.ops.count_failed() == 2
-        await press(app, pilot, "g")
+        await press(app, pilot, "c")
         assert len(table(app, "failed").keys) == 2
 
 
@@ -395,7 +395,7 @@ async def test_activity_newest_first_filters_and_log(make_app, runtime):
         await press(app, pilot, "f")  # status: failed
         assert [table(app, "activity").record(k).task_name for k in table(app, "activity").keys] == [
             "DeliverWebhookJob"]
-        await press(app, pilot, "f", "f", "f", "f", "slash")  # back to all statuses
+        await press(app, pilot, *["f"] * 9, "slash")  # every status, then back to all
         await pilot.press(*"Export")
         await press(app, pilot, "enter")
         assert [table(app, "activity").record(k).task_name for k in table(app, "activity").keys] == [

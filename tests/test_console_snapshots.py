@@ -38,11 +38,14 @@ def test_view(snap_compare, view):
 @pytest.mark.parametrize("name,presses", [
     ("queue_scheduled", ("2", "v")),
     ("queue_running", ("2", "v", "v")),
-    ("failed_clusters", ("3", "g")),
+    ("failed_clusters", ("3", "c")),
     ("failed_detail", ("3", "enter")),
     ("confirm_forget", ("3", "d")),
     ("help", ("question_mark",)),
     ("runners_locks_focus", ("7", "tab")),
+    ("business_webhooks", ("colon", *"webhooks", "enter")),
+    ("command_line", ("colon", *"retry --task X")),
+    ("alerts", ("exclamation_mark",)),
 ])
 def test_screen(snap_compare, name, presses):
     assert snap_compare(app_for(FakeOps()), terminal_size=(80, 24), run_before=keys(*presses))
@@ -54,3 +57,9 @@ def test_read_only_status(snap_compare):
 
 def test_empty_install(snap_compare):
     assert snap_compare(app_for(EmptyOps()), terminal_size=(80, 24), run_before=keys("4"))
+
+
+@pytest.mark.parametrize("presses", [(), ("3",), ("6",)], ids=["schedule", "failed", "activity"])
+def test_wide(snap_compare, presses):
+    """200x50: columns widen, the alert line shows every alert."""
+    assert snap_compare(app_for(FakeOps()), terminal_size=(200, 50), run_before=keys(*presses))

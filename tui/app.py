@@ -32,28 +32,42 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from .views import VIEWS, View
+from erpq.alerts import Alert
+from erpq.alerts import collect as collect_alerts
+
+from .commands import Command, CommandError
+from .commands import parse as parse_command
+from .views import GROUPED, GROUPS, TABS, VIEWS, View, business
+from .widgets.alerts import AlertLine
+from .widgets.command_line import CommandLine
 from .widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from .widgets.line import Line
 from .widgets.palette import ConsoleCommands
 
 Clock = Callable[[], dt.datetime]
+GROUPED_KEYS = {v.KEY for v in GROUPED}
 
 APP_BINDINGS = [
     Binding("question_mark", "help", "Help", id="app.help"),
     Binding("q", "quit", "Quit", id="app.quit"),
     Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.interrupt"),
     Binding("u", "undo", "Undo", show=False, id="app.undo"),
+    Binding("exclamation_mark", "alerts", "Alerts", show=False, id="app.alerts"),
+    Binding("colon", "command_line", "Command", show=False, id="app.command"),
     Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
-    *[Binding(str(i + 1), f"show_view('{v.KEY}')", v.TITLE, show=False, id=f"app.view.{v.KEY}")
-      for i, v in enumerate(VIEWS[:9])],
+    *[Binding(str(i + 1), f"show_view('{key}')", title, show=False, id=f"app.view.{key}")
+      for i, (key, title) in enumerate([(v.KEY, v.TITLE) for v in TABS]
+                                       + ([(business.KEY, business.TITLE)] if GROUPED else []))
+      if i < 9],
 ]
 
 
 def binding_ids() -> set[str]:
     """Every action name a ``[console.keys]`` entry may rebind."""
+    from .widgets.keyed_table import KeyedTable
+
     ids = {b.id for b in APP_BINDINGS if b.id}
-    for view in [View, *VIEWS]:
+    for view in [View, KeyedTable, *VIEWS]:
         ids |= {b.id for b in view.BINDINGS if isinstance(b, Binding) and b.id}
     return ids
 
@@ -72,8 +86,12 @@ class ErpqConsole(App):
     CSS_PATH = "app.tcss"
     TITLE = "erpq"
     BINDINGS: ClassVar = APP_BINDINGS
-    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    # erpq's commands only: no second Quit, no theme or screenshot commands.
+    COMMANDS: ClassVar = {ConsoleCommands}
     ENABLE_COMMAND_PALETTE = True
+    # The console focuses the visible view itself; Textual's auto-focus would pick
+    # the first table and switch the tabs back to it (a TabPane takes the focus).
+    AUTO_FOCUS = None
 
     def __init__(self, ops: Any, settings: Any, *, mode: str = "attached", clock: Clock | None = None,
                  poll: bool = True, install_signals: bool = False, tune_gc: bool = False) -> None:
@@ -100,17 +118,27 @@ class ErpqConsole(App):
         # 100,000 rows) must not stop the other views from updating.
         self._in_flight: set[str] = set()
         self._poll_again: set[str] = set()
+        self._panel_focus_next = False
+        self._alerts_at = -1e9
+        self._alerts_busy = False
+        self.alerts: list[Alert] = []
         # No animations: over SSH every animation frame is bytes on the wire.
         self.animation_level = "none"
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Line(id="status")
+        yield AlertLine(id="alerts")
         with TabbedContent(id="tabs"):
-            for i, view in enumerate(VIEWS):
+            for i, view in enumerate(TABS):
                 with TabPane(f"{i + 1} {view.TITLE}" if i < 9 else view.TITLE, id=view.KEY):
                     yield view(id=f"view-{view.KEY}")
+            if GROUPED:
+                n = len(TABS) + 1
+                with TabPane(f"{n} {business.TITLE}" if n <= 9 else business.TITLE, id=business.KEY):
+                    yield business.PanelBrowser(GROUPS, id="browser")
         yield Line(id="message")
+        yield CommandLine(id="command")
         yield Footer(compact=True, show_command_palette=False)
 
     def _hangup(self) -> None:
@@ -132,6 +160,12 @@ class ErpqConsole(App):
     def on_mount(self) -> None:
         if self.settings.console.keys:
             self.set_keymap(dict(self.settings.console.keys))
+        self._label_tabs()
+        # Tab moves between the widgets of a view; the tab bar never takes focus
+        # (number keys, :name and the palette switch views).
+        from textual.widgets import Tabs
+
+        self.query_one(Tabs).can_focus = False
         if self.ops.read_only:
             self.query_one("#status", Line).add_class("readonly")
         self._draw_status()
@@ -146,8 +180,14 @@ class ErpqConsole(App):
         if self.polling_enabled:
             self.set_interval(self.settings.console.poll_s, self.poll_now)
             self.set_interval(1.0, self._tick)
-        self.call_after_refresh(lambda: self.active_view.focus_main())
+        self.call_after_refresh(self._focus_initial)
         self.poll_now()
+
+    def _focus_initial(self) -> None:
+        if self.focused is None:
+            self.active_view.focus_main()
+            if self.focused is None:  # not displayed yet: try again after the next refresh
+                self.call_after_refresh(self._focus_initial)
 
     def now(self) -> dt.datetime:
         return self.clock() if self.clock else dt.datetime.now(dt.UTC)
@@ -155,6 +195,8 @@ class ErpqConsole(App):
     @property
     def active_view(self) -> View:
         key = self.query_one(TabbedContent).active or VIEWS[0].KEY
+        if key == business.KEY:
+            key = self.query_one(business.PanelBrowser).current or GROUPED[0].KEY
         return self.query_one(f"#view-{key}", View)
 
     def view(self, key: str) -> View:
@@ -162,7 +204,11 @@ class ErpqConsole(App):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # The pane is shown on the next refresh; a hidden widget cannot take focus.
-        self.call_after_refresh(lambda: self.active_view.focus_main())
+        if event.pane.id == business.KEY and not self._panel_focus_next:
+            self.call_after_refresh(lambda: self.query_one(business.PanelList).focus())
+        else:
+            self.call_after_refresh(lambda: self.active_view.focus_main())
+        self._panel_focus_next = False
         self.poll_now()
 
     # ------------------------------------------------------------ polling
@@ -175,6 +221,7 @@ class ErpqConsole(App):
         self._in_flight.add(view.KEY)
         self._poll_again.discard(view.KEY)
         self._poll_worker(view)
+        self.poll_alerts()
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll_worker(self, view: View) -> None:
@@ -186,6 +233,25 @@ class ErpqConsole(App):
         try:
             self.call_from_thread(self._apply, view, counts, data, error)
         except RuntimeError:  # the app is shutting down
+            pass
+
+    def poll_alerts(self) -> None:
+        """Read the alerts in a thread (one read at a time, at most every second)."""
+        if self._alerts_busy or time.monotonic() - self._alerts_at < 1.0:
+            return
+        self._alerts_busy = True
+        self._alerts_at = time.monotonic()
+        self._alerts_worker()
+
+    @work(thread=True, group="alerts", exit_on_error=False)
+    def _alerts_worker(self) -> None:
+        try:
+            alerts = collect_alerts(self.ops, self.now(), self.counts or None)
+        except Exception as exc:  # the store itself is unreachable
+            alerts = [Alert("critical", "store", f"store unreachable: {_one_line(exc)}")]
+        try:
+            self.call_from_thread(self.show_alerts, alerts)
+        except RuntimeError:
             pass
 
     def _apply(self, view: View, counts: dict | None, data: Any, error: Exception | None) -> None:
@@ -206,15 +272,99 @@ class ErpqConsole(App):
         if view.KEY in self._poll_again and view is self.active_view:
             self.poll_now()
 
+    def _label_tabs(self) -> None:
+        """Tab labels show the key that switches to them, rebound or not."""
+        from textual.widgets import Tab
+
+        titles = {b.id: b.description for b in APP_BINDINGS if b.id and b.id.startswith("app.view.")}
+        for tab in self.query(Tab):
+            key = (tab.id or "").removeprefix("--content-tab-")
+            bid = f"app.view.{key}"
+            if bid in titles:
+                binding = next(b for b in APP_BINDINGS if b.id == bid)
+                tab.label = f"{self.key_label(binding)} {titles[bid]}"
+
+    def refocus(self) -> None:
+        self.active_view.focus_main()
+
+    def action_command_line(self) -> None:
+        """Open the ':' command line (k9s style)."""
+        self.query_one(CommandLine).open()
+
+    def on_input_submitted(self, event) -> None:
+        if event.input.id != "command":
+            return
+        event.stop()
+        line = self.query_one(CommandLine)
+        line.action_close()
+        self.run_command_line(event.value)
+
+    def run_command_line(self, text: str) -> Command | None:
+        views = [(v.KEY, v.TITLE) for v in VIEWS]
+        tabs = [v.KEY for v in TABS] + ([business.KEY] if GROUPED else [])
+        try:
+            cmd = parse_command(text, views, tabs)
+        except CommandError as exc:
+            self.message(str(exc), error=True, toast=False)
+            return None
+        if cmd.verb == "view":
+            self.action_show_view(cmd.target)
+        elif cmd.verb == "quit":
+            self.exit()
+        elif cmd.verb in ("alerts", "help", "undo", "refresh"):
+            getattr(self, f"action_{cmd.verb}")()
+        elif cmd.verb == "filter":
+            self.active_view.set_filter(cmd.target)
+        elif cmd.verb in ("run", "pause", "resume"):
+            self._schedule_command(cmd.verb, cmd.target)
+        elif cmd.verb == "retry":
+            self._retry_command(cmd)
+        return cmd
+
+    def _schedule_command(self, verb: str, name: str) -> None:
+        call = {"run": lambda ops: ops.trigger(name), "pause": lambda ops: ops.pause(name),
+                "resume": lambda ops: ops.resume(name)}[verb]
+        done = {"run": lambda tid: f"{name} enqueued as {tid[:8]}", "pause": lambda _: f"{name} paused",
+                "resume": lambda _: f"{name} resumed"}[verb]
+        self.perform(f"{verb} {name}", call, done=done)
+
+    def _retry_command(self, cmd: Command) -> None:
+        if cmd.ids:
+            ids = cmd.ids
+            self.perform(f"retry {' '.join(map(str, ids))}", lambda ops: ops.retry(ids),
+                         confirm=f"Retry failed job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}?",
+                         done=lambda tids: f"{len(tids):,} failed job{'s' if len(tids) != 1 else ''} re-enqueued")
+            return
+        task = cmd.task
+        what = f"of task {task}" if task else "(all of them)"
+        self.perform_counted(
+            "retry failed", count=lambda ops: ops.count_failed(task=task),
+            question=lambda n: f"Retry {n:,} failed job{'s' if n != 1 else ''} {what}?",
+            call=lambda ops: ops.retry_all(task=task),
+            done=lambda n: f"{n:,} failed job{'s' if n != 1 else ''} re-enqueued")
+
+    def show_alerts(self, alerts: list[Alert]) -> None:
+        self._alerts_busy = False
+        self.alerts = alerts
+        self.query_one(AlertLine).set_alerts(alerts)
+
+    def action_alerts(self) -> None:
+        """Every alert in full, with the command that shows more."""
+        if not self.alerts:
+            self.message("no alerts: runners alive, scheduler firing, nothing critical", toast=False)
+            return
+        body = "\n".join(f"{a.severity.upper():<9} {a.text}" + (f"\n          $ {a.command}" if a.command else "")
+                         for a in self.alerts)
+        self.push_screen(TextScreen(f"{len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''}", body))
+
     def _tick(self) -> None:
         self.active_view.tick()
 
     def _draw_status(self) -> None:
         c = self.counts
-        text = (f" erpq │ {self.mode} │ pending {c.get('pending', 0):,} · sched {c.get('scheduled', 0):,}"
+        text = " erpq" + (" READ-ONLY" if self.ops.read_only else "")
+        text += (f" │ {self.mode} │ pending {c.get('pending', 0):,} · sched {c.get('scheduled', 0):,}"
                 f" · running {c.get('running', 0):,} · failed {c.get('failed', 0):,}")
-        if self.ops.read_only:
-            text += " │ READ-ONLY"
         self.query_one("#status", Line).set(text)
 
     # ------------------------------------------------------------ messages
@@ -318,7 +468,16 @@ class ErpqConsole(App):
 
     # ------------------------------------------------------------ keys
     def action_show_view(self, key: str) -> None:
-        self.query_one(TabbedContent).active = key
+        if key in GROUPED_KEYS:
+            tabs = self.query_one(TabbedContent)
+            if tabs.active == business.KEY:
+                self.query_one(business.PanelBrowser).select(key, focus=True)
+            else:
+                self._panel_focus_next = True
+                self.query_one(business.PanelBrowser).select(key, focus=False)
+                tabs.active = business.KEY
+        else:
+            self.query_one(TabbedContent).active = key
 
     def action_refresh(self) -> None:
         self.poll_now()
@@ -331,33 +490,49 @@ class ErpqConsole(App):
         return ", ".join(self.get_key_display(Binding(k.strip(), "")) for k in keys.split(","))
 
     def help_text(self) -> str:
-        lines = ["Everywhere", ""]
-        for b in APP_BINDINGS:
-            lines.append(f"  {self.key_label(b):<12} {b.description}")
-        lines += ["  ctrl+p       Command palette (every action by name)",
-                  "  Tab          Next table / widget", ""]
-        for view in [View, *VIEWS]:
-            lines.append("In every list" if view is View else f"{view.TITLE} view")
-            if view.__doc__:
-                lines.append("  " + view.__doc__.strip().splitlines()[0])
-            for b in view.BINDINGS:
-                if isinstance(b, Binding) and (view is View or b not in View.BINDINGS):
-                    lines.append(f"  {self.key_label(b):<12} {b.description}")
-            if view is View:
-                lines.append("  Enter        Detail (arguments, traceback, history); Esc goes back")
+        """Every key, with its action name (for [console.keys]) and the key in force."""
+        from .widgets.keyed_table import KeyedTable
+
+        def row(b: Binding) -> str:
+            return f"  {self.key_label(b):<10} {b.description:<26} {b.id or ''}"
+
+        lines = ["Everywhere                            action name", ""]
+        lines += [row(b) for b in APP_BINDINGS]
+        lines += ["  ctrl+p     Command palette            (views, panels, actions by name)",
+                  "  Tab        Next table / widget        (the tab bar never takes focus)", ""]
+        lines += ["In every list", ""]
+        lines += [row(b) for b in [*KeyedTable.BINDINGS, *View.BINDINGS] if isinstance(b, Binding)]
+        lines += ["  Enter      Detail (arguments, traceback, history; Esc goes back)", ""]
+        for view in VIEWS:
+            own = [b for b in view.BINDINGS if isinstance(b, Binding) and b not in View.BINDINGS]
+            if not own:
+                continue
+            where = f"{view.TITLE} ({business.TITLE} tab)" if view.KEY in GROUPED_KEYS else view.TITLE
+            lines.append(where)
+            lines += [row(b) for b in own]
             lines.append("")
         lines += [
+            "Command line (:)",
+            "  :failed :workflows :8   jump to a view or panel (name, unique prefix or tab number)",
+            "  :retry --task NAME      retry failed jobs of a task (:retry --all, :retry 12 13)",
+            "  :run/:pause/:resume T   a periodic task;  :filter TEXT;  :alerts  :help  :undo  :q",
+            "",
             "Notes",
             "  Destructive actions ask first; flush asks you to type 'flush'.",
             f"  Forget and flush can be undone with u for {self.undo_minutes} minutes.",
             "  Every action shows its equivalent 'erpq' command and is written to the",
             "  audit log with your OS user and SSH client address.",
-            "  Keys can be changed in config.toml under [console.keys], e.g.",
+            "  Rebind a key in config.toml under [console.keys] by its action name, e.g.",
             '    [console.keys]',
             '    "schedule.trigger" = "T"',
             f"  Times are shown in {self.tz}.",
         ]
         return "\n".join(lines)
+
+    def back_out(self, view: View) -> None:
+        """Esc in a view with nothing left to close: from a panel back to the panel list."""
+        if view.KEY in GROUPED_KEYS:
+            self.query_one(business.PanelList).focus()
 
     def palette_commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         cmds: list[tuple[str, Callable[[], Any], str]] = []
@@ -379,6 +554,7 @@ class ErpqConsole(App):
             ("Undo last forget/flush", self.action_undo, "restore what was hidden"),
             ("Toggle failure clusters", lambda: (self.action_show_view("failed"), failed.action_clusters()),
              "group failed jobs by task, exception and message"),
+            ("Show alerts", self.action_alerts, "every alert in full, with the command that shows more"),
             ("Help: keys", self.action_help, "the help screen"),
             ("Quit", self.exit, "quit (stops the embedded runner cleanly)"),
         ]
@@ -467,8 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     stacks = _dump_stacks_on_sigusr1(settings.path(settings.log.path))
     ops = Ops(rt, Actor.detect("console"), read_only=args.read_only)
-    runner = None if args.attach else EmbeddedRunner(rt)
-    mode = "attached" if args.attach else "embedded runner"
+    # A watching-only console must not run jobs: --read-only never starts a runner.
+    runner = None if args.attach or args.read_only else EmbeddedRunner(rt)
+    mode = "embedded runner" if runner is not None else "attached"
     app = ErpqConsole(ops, settings, mode=mode, install_signals=True, tune_gc=True)
     finished = threading.Event()
     stopping = threading.Lock()

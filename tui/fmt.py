@@ -52,6 +52,15 @@ def ago(t: dt.datetime | None, now: dt.datetime) -> str:
     return span((now - t).total_seconds()) + " ago"
 
 
+def stamp(t: dt.datetime | None, tz: str, now: dt.datetime) -> str:
+    """Absolute and relative: ``17:03:12 (4m12s ago)`` / ``11-28 09:00 (1d08h ago)``."""
+    if t is None:
+        return "—"
+    delta = (now - t).total_seconds()
+    rel = f"{span(delta)} ago" if delta >= 0 else f"in {span(-delta)}"
+    return f"{clock(t, tz, now)} ({rel})"
+
+
 def countdown(t: dt.datetime | None, now: dt.datetime) -> str:
     """Time until ``t``; only the seconds of the last hour tick."""
     if t is None:

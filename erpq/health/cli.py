@@ -31,7 +31,16 @@ def cmd_health(args, rt) -> int:
         print("No health readings yet: erp:check-system-health runs every 5 minutes, "
               "or take one now with 'erpq health --check'.")
         return 0
-    return out(args, items, COLUMNS)
+    code = out(args, items, COLUMNS) or 0
+    if args.check:  # a probe: the exit code says how it went
+        statuses = {h.status for h in items}
+        return CHECK_CODES["critical"] if "critical" in statuses else \
+            CHECK_CODES["warning"] if "warning" in statuses else code
+    return code
+
+
+#: ``erpq health --check`` exit codes (1 and 2 keep their meaning: error, usage).
+CHECK_CODES = {"ok": 0, "warning": 3, "critical": 4}
 
 
 def register(groups, common: argparse.ArgumentParser) -> None:
@@ -39,7 +48,8 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     c = groups.add_parser("health", help="system health readings", parents=[common, json_flag],
                           description="system health readings of the host and every tenant")
     c.set_defaults(handler=cmd_health)
-    c.add_argument("--check", action="store_true", help="take a reading now")
+    c.add_argument("--check", action="store_true",
+                   help="take a reading now; exit 0 ok, 3 warning, 4 critical (1 error, 2 usage): usable as a probe")
     c.add_argument("--history", action="store_true", help="readings over time")
     c.add_argument("--probe", action="store_true",
                    help="send a probe job through the queue and wait for it (exit 1 when no worker ran it)")

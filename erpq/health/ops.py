@@ -58,6 +58,29 @@ class HealthOps(OpsSection):
                              .order_by(SystemHealth.tenant_id.is_not(None), Tenant.slug)).all()
             return [_health_info(h, slug) for h, slug in rows]
 
+    def alerts(self, now=None) -> list:
+        """Critical on any tenant (or the host) at the latest reading: one alert naming them."""
+        from ..alerts import CRITICAL, Alert
+
+        critical = [h for h in self.latest() if h.status == "critical"]
+        if not critical:
+            return []
+        names = ", ".join(h.tenant or "host" for h in critical[:4]) + (" …" if len(critical) > 4 else "")
+        return [Alert(CRITICAL, "health", f"health critical: {names}", "erpq health")]
+
+    def metrics(self) -> list:
+        """Prometheus families (``erpq.metrics``): the latest reading of the host and each tenant."""
+        latest = self.latest()
+        level = {"ok": 0, "warning": 1, "critical": 2}
+        fams = [("health_status", "gauge", "Latest health status: 0 ok, 1 warning, 2 critical.",
+                 [({"tenant": h.tenant}, level.get(h.status, 2)) for h in latest])]
+        for field in ("cpu_percent", "memory_percent", "disk_percent", "db_connections", "queue_pending",
+                      "failed_last_hour"):
+            fams.append((f"health_{field}", "gauge", f"Latest health reading: {field.replace('_', ' ')}.",
+                         [({"tenant": h.tenant}, getattr(h, field)) for h in latest
+                          if getattr(h, field, None) is not None]))
+        return fams
+
     def history(self, tenant_id: int | None = None, limit: int = 60) -> list[HealthInfo]:
         """Readings of the host (or a tenant), oldest first, the last ``limit`` of them."""
         with self.rt.read_session() as s:

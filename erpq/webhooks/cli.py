@@ -93,5 +93,5 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     g.cmd("redeliver", cmd_redeliver, "send a delivery again, same delivery id, full attempts").add_argument(
         "delivery", metavar="DELIVERY_ID", help="msg_... or the row id")
     c = g.cmd("deliveries", cmd_deliveries, "deliveries, newest first", json=True, paged=True)
-    c.add_argument("--status", choices=service.STATUSES)
+    c.add_argument("--status", choices=service.STATUSES, help="only deliveries in this status")
     c.add_argument("--webhook", type=id_int, help="only this subscription")

@@ -172,6 +172,38 @@ class WebhookOps(OpsSection):
         except service.WebhookError as exc:
             raise _webhook_error(exc) from None
 
+    def alerts(self, now=None) -> list:
+        """Subscriptions disabled (critical) or failing, and deliveries failing or dead."""
+        from ..alerts import CRITICAL, WARNING, Alert
+
+        out = []
+        subs = self.subscriptions()
+        disabled = [h for h in subs if not h.is_active and h.disabled_reason]
+        failing = [h for h in subs if h.is_active and h.consecutive_failures > 0]
+        if disabled:
+            out.append(Alert(CRITICAL, "webhooks", f"webhooks: {len(disabled):,} subscription"
+                             f"{'' if len(disabled) == 1 else 's'} disabled after failures "
+                             f"(#{', #'.join(str(h.id) for h in disabled[:3])})", "erpq webhook list"))
+        counts = self.delivery_counts()
+        bad = counts.get("failed", 0) + counts.get("dead", 0)
+        if failing or bad:
+            out.append(Alert(WARNING, "webhooks", f"webhooks failing: {counts.get('failed', 0):,} to retry, "
+                             f"{counts.get('dead', 0):,} dead, {len(failing):,} subscription"
+                             f"{'' if len(failing) == 1 else 's'} failing", "erpq webhook deliveries"))
+        return out
+
+    def metrics(self) -> list:
+        """Prometheus families (``erpq.metrics``): deliveries by status, subscriptions by state."""
+        subs = self.subscriptions()
+        return [
+            ("webhook_deliveries", "gauge", "Webhook deliveries per status.",
+             [({"status": k}, v) for k, v in self.delivery_counts().items()]),
+            ("webhook_subscriptions", "gauge", "Webhook subscriptions: active, failing, disabled.",
+             [({"state": "active"}, sum(1 for h in subs if h.is_active)),
+              ({"state": "failing"}, sum(1 for h in subs if h.is_active and h.consecutive_failures)),
+              ({"state": "disabled"}, sum(1 for h in subs if not h.is_active))]),
+        ]
+
     def summary(self) -> str:
         """Deliveries per status in one line, for the console panel."""
         counts = self.delivery_counts()

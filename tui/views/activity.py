@@ -10,11 +10,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Log
 
-from ..fmt import clock, duration, one_line, status_text
+from ..fmt import clock, duration, one_line, stamp, status_text
 from ..widgets.keyed_table import KeyedTable
 from .base import View
 
-STATUSES = (None, "failed", "success", "running", "retrying")
+#: ``f`` cycles through every run status (None: all of them).
+STATUSES = (None, "failed", "success", "running", "retrying", "enqueued", "skipped", "cancelled", "revoked",
+            "expired")
 
 
 class ActivityView(View):
@@ -54,7 +56,7 @@ class ActivityView(View):
         tz, now = self.console.tz, self.console.now()
         rows = []
         for r in page.items:
-            what = Text(one_line(r.error, 160), style="red") if r.error else Text(r.args_summary or "")
+            what = Text(one_line(r.error, 500), style="red") if r.error else Text(r.args_summary or "")
             rows.append((str(r.id), [clock(r.started_at or r.enqueued_at, tz, now), r.task_name,
                                      status_text(r.status), duration(r.duration_s), r.trigger or "", what]))
         self.table.sync(rows, {str(r.id): r for r in page.items})
@@ -86,8 +88,9 @@ class ActivityView(View):
         self._log_lines = lines
 
     def describe(self, r: Any) -> str:
-        text = f"{r.task_name} {r.task_id[:8]} · {r.kind} · attempt {r.attempt} · {r.runner or '—'}"
-        return text + (f" · {one_line(r.error, 120)}" if r.error else "")
+        text = f"{r.task_name} {r.task_id[:8]}" + (f" · {one_line(r.error, 300)}" if r.error else "")
+        when = stamp(r.started_at or r.enqueued_at, self.console.tz, self.console.now())
+        return text + f" · {when} · {r.kind} · attempt {r.attempt} · {r.runner or '—'}"
 
     def detail(self, ops: Any, r: Any) -> tuple[str, str]:
         return f"run #{r.id} {r.task_name}", json.dumps(r.to_dict(), indent=2, default=str)

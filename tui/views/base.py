@@ -33,7 +33,7 @@ class View(Vertical):
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="view.filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="view.clear_filter"),
+        Binding("escape", "clear_filter", "Back / clear filter", show=False, id="view.clear_filter"),
         Binding("right_square_bracket", "page(1)", "Next page", show=False, id="view.next_page"),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False, id="view.prev_page"),
     ]
@@ -138,10 +138,13 @@ class View(Vertical):
         self.console.poll_now()
 
     def action_clear_filter(self) -> None:
+        """Esc backs out: closes the filter, then clears it, then leaves a panel for its list."""
         box = self.query_one("#filter", Input)
         if box.has_class("shown") or self.filter_text:
             box.value = ""
             self.set_filter("")
+        else:
+            self.console.back_out(self)
 
     def action_page(self, step: int) -> None:
         if not self.PAGED:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual.binding import Binding
 
-from ..fmt import clock, one_line
+from ..fmt import clock, one_line, stamp
 from .base import View
 
 
@@ -28,7 +28,7 @@ class FailedView(View):
                        ("first", "First", 8), ("error", "Error", 60)]
 
     BINDINGS = [
-        Binding("g", "clusters", "Clusters", id="failed.clusters"),
+        Binding("c", "clusters", "Clusters", id="failed.clusters"),
         Binding("r", "retry", "Retry", id="failed.retry"),
         Binding("R", "retry_all", "Retry all", id="failed.retry_all"),
         Binding("d", "forget", "Forget", id="failed.forget"),
@@ -80,7 +80,7 @@ class FailedView(View):
             self.head(f"{len(items)} failure clusters of {self.console.counts.get('failed', 0):,} failed jobs")
         else:
             rows = [(str(f.id), [str(f.id), f.task_name, clock(f.failed_at, tz, now), str(f.attempts),
-                                 Text(one_line(f"{f.exception_type}: {f.exception}", 160), style="red")])
+                                 Text(one_line(f"{f.exception_type}: {f.exception}", 500), style="red")])
                     for f in items]
             self.table.sync(rows, {str(f.id): f for f in items})
             word = "matching" if self.filter_text else "failed jobs"
@@ -92,8 +92,10 @@ class FailedView(View):
         if self.clustered:
             return (f"{r.count:,}× {r.task_name} {r.exception_type}: {r.message} · first {clock(r.first_seen, tz, now)}"
                     f" last {clock(r.last_seen, tz, now)}")
-        return (f"#{r.id} {r.task_name}({r.args_summary}) · {r.reason} after {r.attempts} attempt(s) "
-                f"at {clock(r.failed_at, tz, now)}")
+        # The error first: at 80 columns the table cuts it, the info line shows it.
+        return (f"#{r.id} {one_line(f'{r.exception_type}: {r.exception}', 300)} · {r.task_name}({r.args_summary})"
+                f" · {r.reason} after {r.attempts} attempt{'s' if r.attempts != 1 else ''}"
+                f" at {stamp(r.failed_at, tz, now)}")
 
     def detail(self, ops: Any, r: Any) -> tuple[str, str]:
         tz = self.console.tz

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
@@ -23,6 +24,13 @@ Row = tuple[str, Sequence[Cell]]
 class KeyedTable(DataTable):
     """A row-cursor table of ``(key, cells)`` rows with fixed columns."""
 
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+        Binding("g,home", "scroll_top", "First row", show=False, id="table.first"),
+        Binding("G,end", "scroll_bottom", "Last row", show=False, id="table.last"),
+    ]
+
     def __init__(self, columns: Sequence[tuple[str, str, int | None]], **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._spec = list(columns)
@@ -33,6 +41,30 @@ class KeyedTable(DataTable):
     def on_mount(self) -> None:
         for key, label, width in self._spec:
             self.add_column(label, key=key, width=width)
+        self._fit_width()
+
+    def on_resize(self, event) -> None:
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """The last column (the error, the arguments) takes the width the
+        terminal has beyond the others: at 200 columns an error shows ~140
+        characters, at 80 what fits."""
+        if not self._spec or self._spec[-1][2] is None or not self.size.width:
+            return
+        key, _, least = self._spec[-1]
+        column = self.columns.get(ColumnKey(key))
+        if column is None:
+            return
+        others = sum((w or 10) for _, _, w in self._spec[:-1])
+        pad = 2 * self.cell_padding * len(self._spec)
+        width = max(least if self.size.width >= others + pad + least + 2 else 8,
+                    self.size.width - others - pad - 2)
+        if column.width != width:
+            column.width = width
+            column.auto_width = False
+            self._require_update_dimensions = True
+            self.refresh()
 
     # ------------------------------------------------------------ data
     def sync(self, rows: Sequence[Row], records: dict[str, object] | None = None) -> bool:
