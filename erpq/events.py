@@ -127,6 +127,9 @@ MAX_ATTEMPTS = 5
 SWEEP_AFTER_S = 10.0
 #: A claim older than this is abandoned (the process died mid fan-out).
 CLAIM_LEASE_S = 120.0
+#: Events fanned out per dispatch_many after a commit (one claim, one read, one close each;
+#: well under every backend's bind-parameter limit).
+FANOUT_BATCH = 5000
 
 
 def check_payload(name: str, payload: Any) -> dict[str, Any]:
@@ -187,7 +190,10 @@ def emit_many(name: str, payloads: list[dict[str, Any]], tenant: Any, *, session
              "attempts": 0, "created_at": now} for p in payloads]
     _listen(session)
     table = EventOutbox.__table__
-    if session.get_bind().dialect.insert_executemany_returning_sort_by_parameter_order:
+    dialect = session.get_bind().dialect
+    # SQLite claims ordered RETURNING but gets it by one INSERT per row (no sentinel
+    # column): there one executemany and the look-up after the commit are far cheaper
+    if dialect.insert_executemany_returning_sort_by_parameter_order and dialect.name != "sqlite":
         # ids read back in one go: noted for the fan-out now, no look-up after the commit
         session.info.setdefault("erpq_outbox", []).extend(session.execute(
             sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
@@ -258,8 +264,8 @@ def _after_commit(session: Any) -> None:
         rt = current()
         if bulk:
             ids += _bulk_ids(rt, bulk)
-        for start in range(0, len(ids), 500):
-            dispatch_many(rt, ids[start:start + 500])
+        for start in range(0, len(ids), FANOUT_BATCH):
+            dispatch_many(rt, ids[start:start + FANOUT_BATCH])
     except Exception:  # the rows stay pending or failed; the sweep retries them
         log.exception("events %s: fan-out after commit failed", ids)
 

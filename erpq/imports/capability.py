@@ -12,7 +12,7 @@ class ImportSettings:
     """``[imports]``: chunk size and the limits that refuse hostile files cheaply."""
 
     #: Rows written per transaction (the counters are committed with each chunk).
-    chunk_rows: int = 1000
+    chunk_rows: int = 5000
     max_file_bytes: int = 200 * 1024 * 1024
     #: An .xlsx is a zip: at most this many entries ...
     max_zip_entries: int = 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import os
 import zipfile
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ class Table:
     encoding: str | None = None
     delimiter: str | None = None
     close: Any = None
+    estimated: bool = False  # ``total`` is an estimate from the file's size
 
 
 def open_table(path: str | Path, limits: Limits | None = None, encoding: str | None = None) -> Table:
@@ -138,7 +140,7 @@ def _open_csv(path: Path, declared: str | None) -> Table:
     if not any(h.strip() for h in header):
         f.close()
         raise ImportFileError(f"{path.name}: the first line (the header) is empty")
-    total = _count_csv(path, enc, delimiter)
+    total, estimated = _estimate_rows(path, sample, enc, delimiter)
 
     def rows() -> Iterator[tuple[int, list[Any]]]:
         try:
@@ -151,19 +153,34 @@ def _open_csv(path: Path, declared: str | None) -> Table:
         finally:
             f.close()
 
-    return Table([h.strip() for h in header], rows(), total, enc, delimiter, f.close)
+    return Table([h.strip() for h in header], rows(), total, enc, delimiter, f.close, estimated)
 
 
-def _count_csv(path: Path, enc: str, delimiter: str) -> int:
-    with open(path, encoding=enc, newline="") as f:
-        n = -1
-        try:
-            for values in csv.reader(f, delimiter=delimiter):
-                if values and any(v.strip() for v in values):
-                    n += 1
-        except csv.Error as exc:
-            raise ImportFileError(f"{path.name}: not a valid CSV file: {exc}") from None
+def _count_rows(text: str, delimiter: str) -> int:
+    """Non-blank data records (header excluded) in ``text``."""
+    n = -1
+    try:
+        for values in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            if values and any(v.strip() for v in values):
+                n += 1
+    except csv.Error:
+        pass  # a broken record is reported by the row stream, with its line
     return max(n, 0)
+
+
+def _estimate_rows(path: Path, sample: str, enc: str, delimiter: str) -> tuple[int, bool]:
+    """(data rows, estimated?): exact when the whole file is in the sniffed
+    sample, else the file's size over the sample's bytes per record, so a big
+    file is not read once more just to show an ETA (the import corrects the
+    total as it reads, and sets the exact count at the end)."""
+    size = os.path.getsize(path)
+    if len(sample) < SNIFF_BYTES:
+        return _count_rows(sample, delimiter), False
+    cut = sample.rfind("\n")
+    head = sample[:cut + 1] if cut > 0 else sample
+    records = _count_rows(head, delimiter) + 1  # + the header
+    per = len(head.encode(enc, errors="replace")) / max(records, 1)
+    return max(int(size / per) - 1, 1), True
 
 
 # ---------------------------------------------------------------- XLSX

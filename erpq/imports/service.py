@@ -206,60 +206,85 @@ def parse_date(v: Any) -> dt.datetime:
 
 
 class RowChecker:
+    """Checks rows against the entity's fields; each mapped column gets its
+    converter chosen once (not per row and kind)."""
+
     def __init__(self, entity: str, columns: dict[str, int], header: list[str], owners: dict[str, int]):
         self.entity, self.columns, self.header, self.owners = entity, columns, header, owners
         self.fields = [f for f in FIELDS[entity] if f.name in columns]
         self.required = [f for f in FIELDS[entity] if f.required]
+        self.plan = [(f, columns[f.name], header[columns[f.name]], f.column or f.name, f.required,
+                      self._converter(f)) for f in self.fields]
+        self.width = max((i for _, i, *_ in self.plan), default=-1) + 1
 
     def check(self, values: list[Any]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
         """(column values for the table, []) or (None, [(column, reason), ...])."""
         rec: dict[str, Any] = {}
         errors: list[tuple[str, str]] = []
-        for f in self.fields:
-            i = self.columns[f.name]
-            raw = values[i] if i < len(values) else None
-            col = self.header[i]
-            text = _text(raw)
+        short = len(values) < self.width
+        for f, i, col, key, required, convert in self.plan:
+            raw = values[i] if not short or i < len(values) else None
+            text = raw.strip() if raw.__class__ is str else _text(raw)
             if not text:
-                if f.required:
+                if required:
                     errors.append((col, "required"))
                 continue
             try:
-                rec[f.column or f.name] = self._convert(f, raw, text)
+                rec[key] = convert(raw, text)
             except (ValueError, InvalidOperation, ArithmeticError):
                 errors.append((col, self._why(f, text)))
         return (None, errors) if errors else (rec, [])
 
-    def _convert(self, f: Field, raw: Any, text: str) -> Any:
+    def _converter(self, f: Field) -> Callable[[Any, str], Any]:
         if f.kind == "text":
-            if len(text) > f.max_len:
-                raise ValueError
+            max_len = f.max_len
+
+            def text(raw: Any, t: str) -> str:
+                if len(t) > max_len:
+                    raise ValueError
+                return t
             return text
         if f.kind == "email":
-            email = text.lower()
-            if len(email) > 255 or not EMAIL_RE.match(email):
-                raise ValueError
+            match = EMAIL_RE.match
+
+            def email(raw: Any, t: str) -> str:
+                e = t.lower()
+                if len(e) > 255 or not match(e):
+                    raise ValueError
+                return e
             return email
         if f.kind == "money":
-            return parse_money(raw)
+            return lambda raw, t: parse_money(raw)
         if f.kind == "date":
-            return parse_date(raw)
+            return lambda raw, t: parse_date(raw)
         if f.kind == "status":
-            s = text.lower()
-            if s not in f.choices:
-                raise ValueError
-            return s
+            choices = frozenset(f.choices)
+
+            def status(raw: Any, t: str) -> str:
+                v = t.lower()
+                if v not in choices:
+                    raise ValueError
+                return v
+            return status
         if f.kind == "currency":
-            c = text.upper()
-            if not re.fullmatch(r"[A-Z]{3}", c):
-                raise ValueError
-            return c
+            code = re.compile(r"[A-Z]{3}").fullmatch
+
+            def currency(raw: Any, t: str) -> str:
+                c = t.upper()
+                if not code(c):
+                    raise ValueError
+                return c
+            return currency
         if f.kind == "owner":
-            key = text.lower()
-            if key not in self.owners:
-                raise ValueError
-            return self.owners[key]
-        raise ValueError
+            owners = self.owners
+
+            def owner(raw: Any, t: str) -> int:
+                uid = owners.get(t.lower())
+                if uid is None:
+                    raise ValueError
+                return uid
+            return owner
+        raise ValueError(f"unknown field kind {f.kind!r}")
 
     @staticmethod
     def _why(f: Field, text: str) -> str:
@@ -382,13 +407,14 @@ def run_import(rt, import_id: int, options: Options | dict | None = None,
                 done += len(chunk)
                 chunk = []
                 if progress:
-                    progress(Progress(import_id, done, table.total, counts[0], counts[1], state.skipped))
+                    progress(Progress(import_id, done, _total(table.total, done), counts[0], counts[1],
+                                      state.skipped))
         if chunk:
             if not _write_chunk(rt, imp, checker, chunk, opts, state, counts, settings.max_logged_errors):
                 return _final(rt, import_id)
             done += len(chunk)
             if progress:
-                progress(Progress(import_id, done, table.total, counts[0], counts[1], state.skipped))
+                progress(Progress(import_id, done, done, counts[0], counts[1], state.skipped))
     except ImportFileError as exc:
         _fail(rt, import_id, str(exc))
         raise ImportError_(str(exc)) from None
@@ -404,6 +430,11 @@ def run_import(rt, import_id: int, options: Options | dict | None = None,
     log.info("import %s: %s %s rows, %s ok, %s failed, %s skipped", import_id, done, entity,
              counts[0], counts[1], state.skipped)
     return _final(rt, import_id)
+
+
+def _total(total: int | None, done: int) -> int | None:
+    """The total shown while running: an estimated total never below the rows already read."""
+    return None if total is None else max(total, done)
 
 
 def _final(rt, import_id: int) -> ImportResult:
@@ -450,21 +481,9 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
             updated_before = state.updated
             new, updates = _dedupe(s, entity, tenant_id, good, opts, state)
             if new and not opts.dry_run:
-                blank = dict.fromkeys(c.name for c in t.columns if c.name != "id")
-                rows = [{**blank, "tenant_id": tenant_id, "created_at": now, **rec} for _, rec in new]
-                if entity == "leads":
-                    for r in rows:
-                        r["status"] = r["status"] or "new"
-                if entity == "deals":
-                    for r in rows:
-                        r["status"] = r["status"] or "open"
-                        r["currency"] = r["currency"] or "EUR"
-                        r["updated_at"] = now
+                rows = _rows(entity, t, tenant_id, now, new)
                 ids = _insert_ids(s, t, rows)
-                payloads = [{**{k: (str(v) if isinstance(v, Decimal) else v.isoformat()
-                                    if isinstance(v, dt.datetime) else v) for k, v in r.items()},
-                             "id": pk, "import_id": imp.id} for pk, r in zip(ids, rows, strict=True)]
-                events.emit_many(EVENT[entity], payloads, tenant_id, session=s)
+                events.emit_many(EVENT[entity], _payloads(rows, ids, imp.id), tenant_id, session=s)
             if updates and not opts.dry_run:
                 for pk, rec in updates:
                     rec = {k: v for k, v in rec.items() if k != "created_at"}
@@ -477,7 +496,10 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
             state.dropped += max(len(errors) - max(room, 0), 0)
             n = s.execute(sa.update(ImportResult).where(ImportResult.id == imp.id,
                                                         ImportResult.status == "running").values(
-                processed_rows=ImportResult.processed_rows + len(chunk), success_count=counts[0],
+                processed_rows=ImportResult.processed_rows + len(chunk),
+                total_rows=sa.case((ImportResult.total_rows < ImportResult.processed_rows + len(chunk),
+                                    ImportResult.processed_rows + len(chunk)), else_=ImportResult.total_rows),
+                success_count=counts[0],
                 failed_count=counts[1], error_log=state.log(max_errors))).rowcount
             if not n:
                 raise _Cancelled
@@ -493,16 +515,58 @@ def _write_chunk(rt, imp: ImportResult, checker: RowChecker, chunk: list[tuple[i
     return True
 
 
+#: Row defaults per entity (beyond NULL), applied when the file leaves the column empty.
+_DEFAULTS = {"leads": {"status": "new"}, "contacts": {}, "deals": {"status": "open", "currency": "EUR"}}
+
+
+def _rows(entity: str, t: sa.Table, tenant_id: int, now: dt.datetime, new: list[tuple[int, dict]]) -> list[dict]:
+    """The table rows of ``new`` (every column named, so one executemany takes them all)."""
+    base = dict.fromkeys(c.name for c in t.columns if c.name != "id")
+    base.update(tenant_id=tenant_id, created_at=now, **_DEFAULTS[entity])
+    if entity == "deals":
+        base["updated_at"] = now
+    rows = []
+    for _, rec in new:
+        r = base.copy()
+        r.update(rec)
+        rows.append(r)
+    return rows
+
+
+def _payloads(rows: list[dict], ids: list[int], import_id: int) -> list[dict]:
+    """Event payloads: the row as JSON-friendly values, its id and the import's."""
+    out = []
+    for pk, r in zip(ids, rows, strict=True):
+        p = r.copy()
+        for k, v in r.items():
+            if v is not None and v.__class__ is not str and v.__class__ is not int:
+                p[k] = str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, dt.datetime) else v
+        p["id"], p["import_id"] = pk, import_id
+        out.append(p)
+    return out
+
+
 def _insert_ids(s, t: sa.Table, rows: list[dict]) -> list[int]:
     """Insert ``rows`` (executemany) and return their ids in order.
 
-    PostgreSQL and MariaDB batch ``RETURNING`` with parameter order kept. SQLite
+    PostgreSQL: ids drawn from the sequence first, then one plain executemany.
+    MariaDB batches ``RETURNING`` with parameter order kept. SQLite
     would fall back to one statement per row for that, so there the rows are
     inserted in one executemany and their ids read back: SQLite has one writer,
     our transaction holds the write lock, and rowids are max+1, so the newest
     ``len(rows)`` ids are ours, in insertion order.
     """
-    if s.get_bind().dialect.name != "sqlite":
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        # ids drawn from the table's sequence in one query, then a plain executemany:
+        # about half the time of the ordered RETURNING form (INSERT .. SELECT .. ORDER BY)
+        seq = sa.func.pg_get_serial_sequence(t.name, "id")
+        ids = sorted(s.scalars(sa.select(sa.func.nextval(seq)).select_from(sa.func.generate_series(1, len(rows)))))
+        for r, pk in zip(rows, ids, strict=True):
+            r["id"] = pk
+        s.execute(sa.insert(t), rows)
+        return ids
+    if dialect != "sqlite":
         return list(s.scalars(sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), rows))
     s.execute(sa.insert(t), rows)
     return sorted(s.scalars(sa.select(t.c.id).order_by(t.c.id.desc()).limit(len(rows))))
@@ -523,9 +587,11 @@ def _dedupe(s, entity: str, tenant_id: int, good: list[tuple[int, dict]], opts: 
     t = TABLES[entity]
     emails = {rec["email"] for _, rec in good if rec.get("email")}
     existing: dict[str, int] = {}
-    if emails:
-        existing = {e.lower(): pk for pk, e in s.execute(
-            sa.select(t.c.id, t.c.email).where(t.c.tenant_id == tenant_id, t.c.email.in_(sorted(emails))))}
+    wanted = sorted(emails)
+    for start in range(0, len(wanted), 900):  # one query per 900 emails: under any backend's bind limit
+        existing.update((e.lower(), pk) for pk, e in s.execute(
+            sa.select(t.c.id, t.c.email).where(t.c.tenant_id == tenant_id,
+                                               t.c.email.in_(wanted[start:start + 900]))))
     new: list[tuple[int, dict]] = []
     updates: dict[int, tuple[int, dict]] = {}
     in_chunk: dict[str, int] = {}  # email -> index in new
