@@ -7,8 +7,8 @@ and database in a temporary directory:
 - webhook subscriptions (to a receiver on 127.0.0.1 that answers 200, and to a
   closed port on 127.0.0.1 that refuses, so retries get scheduled), and events
   emitted through Ops, so ``DeliverWebhookJob`` jobs are queued and delivered;
-- two jobs dispatched with arguments the job does not take (as an operator's
-  ``erpq queue dispatch`` typo would), which fail for real into failed_jobs;
+- two jobs dispatched for a record that does not exist (as an operator's
+  ``erpq queue dispatch`` with a wrong id would), which fail for real into failed_jobs;
 - every periodic task the runtime registered (read from ``Ops.schedule()``,
   no names written here) triggered once, as ``erpq schedule run`` does;
 - all of it run by the console's own embedded runner (``EmbeddedRunner``)
@@ -65,7 +65,7 @@ def wait_until(check, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def seed(ops, receiver_port: int) -> None:
+def seed(ops, receiver_port: int) -> int:
     """Tenants, subscriptions, events, failures and periodic runs, all through Ops."""
     ops.add_tenant("acme", "Acme Ltd")
     ops.add_tenant("globex", "Globex Corporation")
@@ -78,11 +78,20 @@ def seed(ops, receiver_port: int) -> None:
             ops.emit_event("deal.created", {"id": 100 + i, "name": f"Deal {100 + i}"}, "acme")
         for i in range(1, 3):
             ops.emit_event("deal.created", {"id": 200 + i, "name": f"Deal {200 + i}"}, "globex")
-    jobs = sorted(name for name in ops.rt.tasks if name not in {e.name for e in ops.schedule()})
-    for i in range(2):  # arguments the job does not take: a real TypeError, a real failed job
-        ops.dispatch(jobs[0], kwargs={"record": 7 + i})
+    # Real failed jobs: a job asked about a record that does not exist, through the
+    # real queue. The first no-retry job taking one id that the store knows.
+    import inspect
+
+    from erpq.runtime.registry import JOBS
+
+    candidates = sorted(n for n, spec in JOBS.items() if n in ops.rt.tasks and not spec.periodic
+                        and spec.retries == 0 and list(inspect.signature(spec.func).parameters) == ["account_id"])
+    for i in range(2 if candidates else 0):
+        ops.dispatch(candidates[0], kwargs={"account_id": 990_000 + i})
+    failures = 2 if candidates else 0
     for entry in ops.schedule():
         ops.trigger(entry.name)
+    return failures
 
 
 def capture(out: Path, view: str) -> None:
@@ -107,11 +116,11 @@ def capture(out: Path, view: str) -> None:
         runner = EmbeddedRunner(rt)  # what erpq-console runs by default
         try:
             runner.start()
-            seed(ops, server.server_address[1])
+            failures = seed(ops, server.server_address[1])
 
             def settled() -> bool:
                 c = ops.queue_counts()
-                return c["pending"] == 0 and c["running"] == 0 and c["failed"] >= 2
+                return c["pending"] == 0 and c["running"] == 0 and c["failed"] >= failures
             wait_until(settled, 60, "the queue draining")
             periodic = {e.name for e in ops.schedule()}
             wait_until(lambda: all(e.last_run_at is not None for e in ops.schedule() if e.name in periodic),
