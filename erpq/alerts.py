@@ -17,12 +17,12 @@ Used by the console's alert line, ``erpq alerts`` and the metrics export.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 from .ops.base import _Record
-from .runtime.recovery import pid_alive
 
 CRITICAL, WARNING = "critical", "warning"
 #: A dead runner is reported for this long after its last heartbeat (then only
@@ -40,8 +40,20 @@ class Alert(_Record):
     command: str = ""  # an erpq command that shows more
 
 
-#: Whether a process on this host is alive (a zombie is dead): the runtime's own check.
-pid_state = pid_alive
+def pid_state(pid: int) -> bool:
+    """Whether process ``pid`` on this host is alive (a zombie is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def runner_dead_reason(r: Any, now: dt.datetime, dead_after_s: float, host: str | None = None) -> str | None:
