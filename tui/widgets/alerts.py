@@ -17,7 +17,7 @@ from textual.widget import Widget
 
 class AlertLine(Widget):
     DEFAULT_CSS = """
-    AlertLine { height: 1; display: none; }
+    AlertLine { height: 1; width: 1fr; display: none; }
     AlertLine.shown { display: block; }
     """
 
@@ -40,7 +40,7 @@ class AlertLine(Widget):
 
     @property
     def plain(self) -> str:
-        return self.line(max(self.size.width, 80)).plain
+        return self.line(max(self.size.width or self.app.size.width, 80)).plain
 
     def line(self, width: int) -> Text:
         alerts = self.alerts
@@ -71,4 +71,6 @@ class AlertLine(Widget):
         return out
 
     def render(self) -> Text:
-        return self.line(self.size.width or 80)
+        # Shown again after being hidden, the line may render before layout gives it
+        # its width: the screen's width is the width it is about to get.
+        return self.line(self.size.width or self.app.size.width or 80)
