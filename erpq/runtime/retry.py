@@ -48,7 +48,7 @@ class RetryLater(Exception):
     """Base of ``RetryAfter``/``RetryAt``: this attempt failed, retry no sooner than ``seconds()``."""
 
     def seconds(self, now: float | None = None) -> float:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define seconds() (use RetryAfter or RetryAt)")
 
 
 class RetryAfter(RetryLater):
@@ -83,7 +83,7 @@ class Strategy:
     max_not_before: float = MAX_NOT_BEFORE_S
 
     def base_delay(self, n: int) -> float:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define base_delay() (use Fixed, Exponential or Delays)")
 
     def delay(self, n: int, not_before: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds before retry ``n`` (after ``n`` failed attempts): the base
