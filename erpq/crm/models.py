@@ -20,20 +20,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, JSONType, utcnow
 
-Str = sa.String
-Money = sa.Numeric(14, 2)
-
-
-def _id() -> Mapped[int]:
-    return mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-
-
-def _tenant() -> Mapped[int]:
-    return mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-
-
-def _created() -> Mapped[dt.datetime]:
-    return mapped_column(default=utcnow)
+# column helpers shared with the core tables
+from ..models import Money, Str, _created, _id, _tenant
 
 
 class Contact(Base):

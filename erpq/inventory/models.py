@@ -15,17 +15,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, utcnow
 
-Str = sa.String
-Money = sa.Numeric(14, 2)
+# column helpers shared with the core tables
+from ..models import Money, Str, _id, _tenant
+
 Qty = sa.Numeric(14, 3)
-
-
-def _id() -> Mapped[int]:
-    return mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-
-
-def _tenant() -> Mapped[int]:
-    return mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
 
 class Product(Base):

@@ -16,16 +16,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..db import Base, JSONType, utcnow
 
-Str = sa.String
-Money = sa.Numeric(14, 2)
-
-
-def _id() -> Mapped[int]:
-    return mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-
-
-def _tenant() -> Mapped[int]:
-    return mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+# column helpers shared with the core tables
+from ..models import Money, Str, _id, _tenant
 
 
 class RecurringInvoice(Base):

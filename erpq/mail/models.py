@@ -15,15 +15,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, JSONType, LongText, utcnow
 
-Str = sa.String
-
-
-def _id() -> Mapped[int]:
-    return mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-
-
-def _tenant() -> Mapped[int]:
-    return mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+# column helpers shared with the core tables
+from ..models import Str, _id, _tenant
 
 
 class EmailAccount(Base):
