@@ -42,6 +42,7 @@ nothing.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import smtplib
 import statistics
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     n, m = SMOKE if args.smoke else (args.messages, args.sync)
     sys.path.insert(0, str(ROOT / "tests"))
-    import mail_fixtures
+    # The Dovecot and aiosmtpd servers are the tests' fixtures (tests/mail_fixtures.py).
+    mail_fixtures = importlib.import_module("mail_fixtures")
 
     with tempfile.TemporaryDirectory(prefix="erpq-bench-mail-") as d:
         tmp = Path(d)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import importlib
 import json
 import resource
 import subprocess
@@ -51,7 +52,9 @@ def make_csv(path: Path, n: int) -> Path:
 
 
 def runtime_for(tmp: Path, db: str | None, name: str):
-    from conftest import make_settings, reset_database
+    # Settings and server-database reset are the tests' own helpers (tests/conftest.py).
+    conftest = importlib.import_module("conftest")
+    make_settings, reset_database = conftest.make_settings, conftest.reset_database
     from erpq.db import make_engine, upgrade
     from erpq.runtime import Runtime, set_current
 
