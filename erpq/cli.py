@@ -46,9 +46,22 @@ def _runtime(args):
     from .runtime import Runtime, set_current
 
     settings = config_mod.load(getattr(args, "config", None))
+    refuse_new_database(settings)
     rt = Runtime(settings, upgrade_sqlite=not getattr(args, "no_auto_upgrade", False))
     set_current(rt)
     return rt
+
+
+def refuse_new_database(settings) -> None:
+    """With no config file found (the packaged defaults in force), a command must not
+    create the default SQLite database in whatever directory it was run from: only
+    ``erpq db upgrade`` (and ``erpq-console``, the documented first start) create it.
+    A config file that names a SQLite database lets any command create it, as before."""
+    missing = config_mod.missing_default_database(settings)
+    if missing is not None:
+        raise CliError(f"no database: no config file found (--config, $ERPQ_CONFIG, ./config.toml), and "
+                       f"the default database {missing} does not exist; create it with 'erpq db upgrade' "
+                       f"(or start erpq-console), or give --config PATH", code=2)
 
 
 def _ops(args, rt):
@@ -352,6 +365,11 @@ def cmd_db_current(args, _rt) -> int:
     from .db import current_revision, head_revision, make_engine
 
     settings = config_mod.load(args.config)
+    path = settings.sqlite_path(settings.database.url)
+    if path is not None and not path.exists():  # a question creates nothing
+        print(f"current: none (no database at {path.absolute()}: 'erpq db upgrade' creates it); "
+              f"head: {head_revision()}")
+        return 0
     engine = make_engine(settings.database_url)
     print(f"current: {current_revision(engine) or 'none'}; head: {head_revision()}")
     engine.dispose()

@@ -194,6 +194,25 @@ def find_config(explicit: str | os.PathLike | None = None) -> Path:
     return PACKAGED_DEFAULT
 
 
+def uses_packaged_default(settings: Settings) -> bool:
+    """Whether no config file was found and the packaged defaults are in force."""
+    source = getattr(settings, "file_source", None)
+    return source is not None and Path(source).resolve() == PACKAGED_DEFAULT.resolve()
+
+
+def missing_default_database(settings: Settings) -> Path | None:
+    """The SQLite database file that would be created from nothing with the packaged
+    defaults (no config file found), or None when a config file is in force, the
+    database is not SQLite, or the file exists."""
+    if not uses_packaged_default(settings):
+        return None
+    path = settings.sqlite_path(settings.database.url)
+    if path is None or str(path).endswith(":memory:") or path.name == "":
+        return None
+    path = path.absolute()
+    return None if path.exists() else path
+
+
 def load(path: str | os.PathLike | None = None) -> Settings:
     """Load and validate a config file (see module doc for which one)."""
     p = find_config(path)
