@@ -251,6 +251,7 @@ def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Setting
     except capability.CapabilityError as exc:
         raise ConfigError(f"{source}: capabilities: {exc}") from None
     sections = capability.settings_sections()
+    raw = _flatten_console_keys(raw)
     core = {k: v for k, v in raw.items() if k not in sections}
     settings = _build(Settings, core, source, prefix="", extra_known=set(sections))
     settings.sections = {key: _build(cls, raw.get(key, {}), source, f"{key}.")
@@ -262,6 +263,23 @@ def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Setting
         if check is not None:
             check(lambda k, reason, key=key: ConfigError(f"{source}: {key}.{k}: {reason}"))
     return settings
+
+
+def _flatten_console_keys(raw: dict) -> dict:
+    """``[console.keys]`` written with a bare dotted name (``failed.retry = "y"``) is a
+    nested table in TOML: read it as the action name ``"failed.retry"``."""
+    console = raw.get("console")
+    keys = console.get("keys") if isinstance(console, dict) else None
+    if not isinstance(keys, dict) or not any(isinstance(v, dict) for v in keys.values()):
+        return raw
+
+    def flat(table: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in table.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return {**raw, "console": {**console, "keys": flat(keys, "")}}
 
 
 def __getattr__(name: str) -> Any:
