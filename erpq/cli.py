@@ -116,6 +116,21 @@ def cmd_schedule_resume(args, rt) -> int:
 
 
 def cmd_queue_work(args, rt) -> int:
+    if args.once and args.burst:
+        raise CliError("--once or --burst, not both", code=2)
+    if args.burst:
+        from .runtime.runner import work_burst
+
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            processed, failed = work_burst(rt, workers=args.workers or 1, stop=stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print(f"Processed {processed} job(s), {failed} failed" + (" (stopped early)" if stop.is_set() else ""))
+        return 1 if failed else 0
     if args.once:
         from .runtime.runner import work_once
 
@@ -244,6 +259,23 @@ def cmd_queue_flush(args, rt) -> int:
             return 1
     n, _mark = ops.flush_failed(task=args.task)
     print(f"Flushed {n} failed job(s)")
+    return 0
+
+
+def cmd_queue_clear(args, rt) -> int:
+    ops = _ops(args, rt)
+    ops.check_writable("queue.clear")  # refused before asking anything
+    what = f"pending job(s) of {args.task}" if args.task else "pending job(s)"
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError("refusing to clear the queue without a terminal to confirm on: add --yes", code=2)
+    if not args.yes:
+        count = ops.count_pending(task=args.task)
+        answer = input(f"Remove {count} {what} from the queue (not restorable)? Type 'clear' to confirm: ")
+        if answer.strip() != "clear":
+            print("Not cleared.")
+            return 1
+    n = ops.clear_queue(task=args.task)
+    print(f"Cleared {n} {what}")
     return 0
 
 
@@ -403,11 +435,16 @@ def cmd_audit(args, rt) -> int:
 
 def cmd_log(args, rt) -> int:
     ops = _ops(args, rt)
+    path = rt.settings.path(rt.settings.log.path)
+    if not path.exists():
+        print(f"erpq: no log file at {path} (a runner under systemd or supervisord, or with "
+              f"log.output = \"stderr\", logs to stderr: journalctl -u erpq-runner, supervisorctl tail)",
+              file=sys.stderr)
+        return 0
     for line in ops.log_tail(args.lines):
         print(line)
     if not args.follow:
         return 0
-    path = rt.settings.path(rt.settings.log.path)
     with open(path, encoding="utf-8", errors="replace") as fh:
         fh.seek(0, os.SEEK_END)
         try:
@@ -455,9 +492,13 @@ def _schedule_group(groups, common) -> None:
 
 
 def _queue_group(groups, common) -> None:
-    g = Group(groups, common, "queue", "jobs: work, list, failed, retry, forget, flush, dispatch")
+    g = Group(groups, common, "queue", "jobs: work, list, failed, retry, forget, flush, clear, dispatch")
     c = g.cmd("work", cmd_queue_work, "run the scheduler and workers in the foreground")
-    c.add_argument("--once", action="store_true", help="process one waiting job and exit")
+    c.add_argument("--once", action="store_true",
+                   help="process one waiting job and exit (1 when it failed)")
+    c.add_argument("--burst", action="store_true",
+                   help="process jobs until none is waiting, then exit (1 when any failed); "
+                        "periodic tasks are not fired; --workers defaults to 1")
     c.add_argument("--workers", type=positive_int, default=None, help="worker threads (default: queue.workers)")
     c.add_argument("--no-periodic", action="store_true", help="do not fire periodic tasks from this runner")
     c = g.cmd("list", cmd_queue_list, "pending, scheduled and running jobs", json=True, paged=True)
@@ -483,6 +524,10 @@ def _queue_group(groups, common) -> None:
         "ids", type=id_int, nargs="+", metavar="ID", help="failed job ids")
     c = g.cmd("flush", cmd_queue_flush, "drop every failed job (restorable for retention.undo_minutes)")
     c.add_argument("--task", help="only this task")
+    c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    c = g.cmd("clear", cmd_queue_clear, "remove every pending job (not scheduled or running ones); "
+              "asks first; not restorable")
+    c.add_argument("--task", help="only jobs of this task")
     c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     g.cmd("prune-failed", cmd_queue_prune, "delete failed jobs older than N hours").add_argument(
         "--hours", type=finite_float(0, 876_000), required=True, help="age in hours (0 to 876000)")

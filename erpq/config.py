@@ -59,6 +59,10 @@ class DatabaseSettings:
 class LogSettings:
     path: str = "var/log/erpq.log"
     level: str = "INFO"
+    #: "text" (one line per record) or "json" (one JSON object per line).
+    format: str = "text"
+    #: "auto" (stderr under systemd or supervisord, else the file), "file" or "stderr".
+    output: str = "auto"
 
 
 @dataclass
@@ -381,6 +385,10 @@ def _validate(s: Settings) -> None:
 
     if s.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise err("log.level", "must be DEBUG, INFO, WARNING or ERROR")
+    if s.log.format not in ("text", "json"):
+        raise err("log.format", f"must be text or json (got {s.log.format!r})")
+    if s.log.output not in ("auto", "file", "stderr"):
+        raise err("log.output", f"must be auto, file or stderr (got {s.log.output!r})")
 
     for key in ("heartbeat_s", "dead_after_s", "shutdown_timeout_s"):
         if getattr(s.runner, key) <= 0:

@@ -632,6 +632,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def for_console(settings):
+    """The settings as the console runs them: it owns the terminal, so its log
+    (and its embedded runner's) goes to the log file even under a supervisor or
+    with ``log.output = "stderr"``."""
+    settings.log.output = "file"
+    return settings
+
+
 def _err(text: str) -> None:
     try:
         print(f"erpq-console: {text}", file=sys.stderr, flush=True)
@@ -655,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"{settings.source}: console.keys: unknown action(s) {', '.join(unknown)} "
              f"(known: {', '.join(sorted(binding_ids()))})")
         return 2
+    settings = for_console(settings)
     try:
         rt = Runtime(settings)
     except Exception as exc:
