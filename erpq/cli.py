@@ -652,10 +652,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _unreachable(exc: Exception, args) -> str | None:
     """A one-line message when the database or the queue store cannot be reached
     (the URL shown without its password), else None."""
-    import redis
     import sqlalchemy.exc
 
     from .runtime.core import redact_url
+
+    try:
+        import redis
+    except ImportError:  # not installed (erpq[redis]): no Redis error to recognise
+        redis = None
 
     try:
         settings = config_mod.load(getattr(args, "config", None))
@@ -664,7 +668,7 @@ def _unreachable(exc: Exception, args) -> str | None:
     first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         return f"cannot use the database {redact_url(settings.database.url)}: {first}"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+    if redis is not None and isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"cannot reach the queue store {redact_url(settings.queue.url)}: {first}"
     return None
 

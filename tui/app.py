@@ -624,12 +624,16 @@ def quiet_logging() -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="erpq-console", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="config file (default: $ERPQ_CONFIG or ./config.toml)")
     p.add_argument("--attach", action="store_true",
                    help="only watch a runner started elsewhere (no embedded scheduler/workers)")
     p.add_argument("--read-only", action="store_true", help="refuse every action")
-    return p.parse_args(argv)
+    return p
 
 
 def for_console(settings):
