@@ -27,11 +27,22 @@ class Missing:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, Missing())
-if sys.argv[2] == "console-import":
-    import tui.app  # noqa: F401  (the console and every capability panel)
-    sys.exit(0)
 from erpq.cli import main
-sys.exit(main(sys.argv[2:]))
+# Commands separated by ";" run one after the other in this process; the first failure ends it.
+commands, argv = [], []
+for arg in sys.argv[2:] + [";"]:
+    if arg == ";":
+        commands.append(argv)
+        argv = []
+    else:
+        argv.append(arg)
+for argv in commands:
+    if argv == ["console-import"]:
+        import tui.app  # noqa: F401  (the console and every capability panel)
+        continue
+    code = main(argv)
+    if code:
+        sys.exit(code)
 """
 
 
@@ -65,10 +76,12 @@ def test_a_missing_driver_is_one_line_naming_the_extra(tmp_path, setting, url, e
 
 def test_the_sqlite_default_needs_no_driver(tmp_path):
     """README's first start on a machine with none of the optional drivers."""
-    for argv in (("db", "upgrade"), ("queue", "dispatch", "erp:check-system-health"), ("queue", "work", "--burst"),
-                 ("schedule", "list"), ("queue", "list"), ("alerts",), ("metrics",), ("console-import",)):
-        proc = erpq_without(DRIVERS, tmp_path, *argv)
-        assert proc.returncode == 0, (argv, proc.stderr)
+    argv = ["db", "upgrade", ";", "queue", "dispatch", "erp:check-system-health", ";", "queue", "work", "--burst",
+            ";", "schedule", "list", ";", "queue", "list", ";", "alerts", ";", "metrics", ";", "console-import"]
+    proc = erpq_without(DRIVERS, tmp_path, *argv)
+    assert proc.returncode == 0, proc.stderr
+    assert "Processed 2 job(s), 0 failed" in proc.stdout  # the health check and the probe it queues
+    assert (tmp_path / "var" / "erpq.db").exists()
 
 
 def test_metadata_license_and_extras():

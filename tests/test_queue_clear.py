@@ -21,6 +21,7 @@ from erpq.ops import Ops
 from erpq.runtime import Runtime
 
 no_current_runtime = test_cli.no_current_runtime
+sqlite_cfg = test_cli.cfg  # for what does not depend on the queue store
 run = test_cli.run
 pytestmark = pytest.mark.usefixtures("no_current_runtime")
 
@@ -77,7 +78,8 @@ def test_clear_removes_pending_jobs_by_task_then_all_and_is_audited(cfg, capsys)
                            ("queue.clear", "erpq queue clear --task CliBoom --yes")]
 
 
-def test_clear_is_refused_read_only_and_without_a_terminal_and_for_an_unknown_task(cfg, capsys):
+def test_clear_is_refused_read_only_and_without_a_terminal_and_for_an_unknown_task(sqlite_cfg, capsys):
+    cfg = sqlite_cfg
     run(cfg, "queue", "dispatch", "CliEcho", "--args", "[1]")
     capsys.readouterr()
     assert main_read_only(cfg) == 1
@@ -104,10 +106,7 @@ def test_clear_asks_on_a_terminal(tmp_path):
     cfg.write_text('[queue]\nurl = "sqlite:///q.db"\n[database]\nurl = "sqlite:///db.sqlite"\n'
                    '[log]\npath = "erpq.log"\n')
 
-    def erpq(*argv, answer=None):
-        if answer is None:
-            return subprocess.run([sys.executable, "-m", "erpq.cli", "--config", str(cfg), *argv],
-                                  capture_output=True, text=True, timeout=120)
+    def erpq(*argv, answer):
         master, slave = pty.openpty()  # stdin is a terminal: the command asks
         try:
             p = subprocess.Popen([sys.executable, "-m", "erpq.cli", "--config", str(cfg), *argv], stdin=slave,
@@ -119,18 +118,27 @@ def test_clear_asks_on_a_terminal(tmp_path):
             os.close(master)
             os.close(slave)
 
-    for _ in range(2):
-        assert erpq("queue", "dispatch", "erp:check-system-health").returncode == 0
+    rt = Runtime(load(cfg))
+    try:
+        for _ in range(2):
+            rt.trigger_periodic("erp:check-system-health")
+    finally:
+        rt.close()
     proc = erpq("queue", "clear", answer="no")
     assert proc.returncode == 1 and "Remove 2 pending job(s) from the queue" in proc.stdout
     assert "Not cleared." in proc.stdout
     proc = erpq("queue", "clear", answer="clear")
     assert proc.returncode == 0 and "Cleared 2 pending job(s)" in proc.stdout, proc.stderr
-    runs = json.loads(erpq("runs", "--json").stdout)
-    assert [r["status"] for r in runs] == ["cancelled", "cancelled"]  # the periodic runs say so
+    rt = Runtime(load(cfg))
+    try:
+        runs = Ops(rt).runs().items
+    finally:
+        rt.close()
+    assert [r.status for r in runs] == ["cancelled", "cancelled"]  # the periodic runs say so
 
 
-def test_clear_frees_the_idempotency_key_of_a_cleared_job(cfg, capsys):
+def test_clear_frees_the_idempotency_key_of_a_cleared_job(sqlite_cfg, capsys):
+    cfg = sqlite_cfg
     run(cfg, "queue", "dispatch", "CliEcho", "--args", "[1]", "--key", "k-1")
     first = capsys.readouterr().out.split("job ")[1].split()[0]
     assert run(cfg, "queue", "clear", "--yes") == 0
@@ -162,6 +170,7 @@ def test_burst_drains_the_queue_and_says_whether_a_job_failed(cfg, capsys):
     assert json.loads(capsys.readouterr().out) == []  # the burst runner said it stopped
 
 
-def test_once_and_burst_together_is_a_usage_error(cfg, capsys):
+def test_once_and_burst_together_is_a_usage_error(sqlite_cfg, capsys):
+    cfg = sqlite_cfg
     assert run(cfg, "queue", "work", "--once", "--burst") == 2
     assert "not both" in capsys.readouterr().err
