@@ -46,9 +46,22 @@ def _runtime(args):
     from .runtime import Runtime, set_current
 
     settings = config_mod.load(getattr(args, "config", None))
+    refuse_new_database(settings)
     rt = Runtime(settings, upgrade_sqlite=not getattr(args, "no_auto_upgrade", False))
     set_current(rt)
     return rt
+
+
+def refuse_new_database(settings) -> None:
+    """With no config file found (the packaged defaults in force), a command must not
+    create the default SQLite database in whatever directory it was run from: only
+    ``erpq db upgrade`` (and ``erpq-console``, the documented first start) create it.
+    A config file that names a SQLite database lets any command create it, as before."""
+    missing = config_mod.missing_default_database(settings)
+    if missing is not None:
+        raise CliError(f"no database: no config file found (--config, $ERPQ_CONFIG, ./config.toml), and "
+                       f"the default database {missing} does not exist; create it with 'erpq db upgrade' "
+                       f"(or start erpq-console), or give --config PATH", code=2)
 
 
 def _ops(args, rt):
@@ -103,6 +116,21 @@ def cmd_schedule_resume(args, rt) -> int:
 
 
 def cmd_queue_work(args, rt) -> int:
+    if args.once and args.burst:
+        raise CliError("--once or --burst, not both", code=2)
+    if args.burst:
+        from .runtime.runner import work_burst
+
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            processed, failed = work_burst(rt, workers=args.workers or 1, stop=stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print(f"Processed {processed} job(s), {failed} failed" + (" (stopped early)" if stop.is_set() else ""))
+        return 1 if failed else 0
     if args.once:
         from .runtime.runner import work_once
 
@@ -234,6 +262,23 @@ def cmd_queue_flush(args, rt) -> int:
     return 0
 
 
+def cmd_queue_clear(args, rt) -> int:
+    ops = _ops(args, rt)
+    ops.check_writable("queue.clear")  # refused before asking anything
+    what = f"pending job(s) of {args.task}" if args.task else "pending job(s)"
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError("refusing to clear the queue without a terminal to confirm on: add --yes", code=2)
+    if not args.yes:
+        count = ops.count_pending(task=args.task)
+        answer = input(f"Remove {count} {what} from the queue (not restorable)? Type 'clear' to confirm: ")
+        if answer.strip() != "clear":
+            print("Not cleared.")
+            return 1
+    n = ops.clear_queue(task=args.task)
+    print(f"Cleared {n} {what}")
+    return 0
+
+
 def cmd_queue_prune(args, rt) -> int:
     n = _ops(args, rt).prune_failed(args.hours)
     print(f"Pruned {n} failed job(s) older than {args.hours:g} hour(s)")
@@ -352,6 +397,11 @@ def cmd_db_current(args, _rt) -> int:
     from .db import current_revision, head_revision, make_engine
 
     settings = config_mod.load(args.config)
+    path = settings.sqlite_path(settings.database.url)
+    if path is not None and not path.exists():  # a question creates nothing
+        print(f"current: none (no database at {path.absolute()}: 'erpq db upgrade' creates it); "
+              f"head: {head_revision()}")
+        return 0
     engine = make_engine(settings.database_url)
     print(f"current: {current_revision(engine) or 'none'}; head: {head_revision()}")
     engine.dispose()
@@ -385,11 +435,16 @@ def cmd_audit(args, rt) -> int:
 
 def cmd_log(args, rt) -> int:
     ops = _ops(args, rt)
+    path = rt.settings.path(rt.settings.log.path)
+    if not path.exists():
+        print(f"erpq: no log file at {path} (a runner under systemd or supervisord, or with "
+              f"log.output = \"stderr\", logs to stderr: journalctl -u erpq-runner, supervisorctl tail)",
+              file=sys.stderr)
+        return 0
     for line in ops.log_tail(args.lines):
         print(line)
     if not args.follow:
         return 0
-    path = rt.settings.path(rt.settings.log.path)
     with open(path, encoding="utf-8", errors="replace") as fh:
         fh.seek(0, os.SEEK_END)
         try:
@@ -437,9 +492,13 @@ def _schedule_group(groups, common) -> None:
 
 
 def _queue_group(groups, common) -> None:
-    g = Group(groups, common, "queue", "jobs: work, list, failed, retry, forget, flush, dispatch")
+    g = Group(groups, common, "queue", "jobs: work, list, failed, retry, forget, flush, clear, dispatch")
     c = g.cmd("work", cmd_queue_work, "run the scheduler and workers in the foreground")
-    c.add_argument("--once", action="store_true", help="process one waiting job and exit")
+    c.add_argument("--once", action="store_true",
+                   help="process one waiting job and exit (1 when it failed)")
+    c.add_argument("--burst", action="store_true",
+                   help="process jobs until none is waiting, then exit (1 when any failed); "
+                        "periodic tasks are not fired; --workers defaults to 1")
     c.add_argument("--workers", type=positive_int, default=None, help="worker threads (default: queue.workers)")
     c.add_argument("--no-periodic", action="store_true", help="do not fire periodic tasks from this runner")
     c = g.cmd("list", cmd_queue_list, "pending, scheduled and running jobs", json=True, paged=True)
@@ -465,6 +524,10 @@ def _queue_group(groups, common) -> None:
         "ids", type=id_int, nargs="+", metavar="ID", help="failed job ids")
     c = g.cmd("flush", cmd_queue_flush, "drop every failed job (restorable for retention.undo_minutes)")
     c.add_argument("--task", help="only this task")
+    c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    c = g.cmd("clear", cmd_queue_clear, "remove every pending job (not scheduled or running ones); "
+              "asks first; not restorable")
+    c.add_argument("--task", help="only jobs of this task")
     c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     g.cmd("prune-failed", cmd_queue_prune, "delete failed jobs older than N hours").add_argument(
         "--hours", type=finite_float(0, 876_000), required=True, help="age in hours (0 to 876000)")
@@ -589,10 +652,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _unreachable(exc: Exception, args) -> str | None:
     """A one-line message when the database or the queue store cannot be reached
     (the URL shown without its password), else None."""
-    import redis
     import sqlalchemy.exc
 
     from .runtime.core import redact_url
+
+    try:
+        import redis
+    except ImportError:  # not installed (erpq[redis]): no Redis error to recognise
+        redis = None
 
     try:
         settings = config_mod.load(getattr(args, "config", None))
@@ -601,7 +668,7 @@ def _unreachable(exc: Exception, args) -> str | None:
     first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         return f"cannot use the database {redact_url(settings.database.url)}: {first}"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+    if redis is not None and isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"cannot reach the queue store {redact_url(settings.queue.url)}: {first}"
     return None
 

@@ -59,6 +59,10 @@ class DatabaseSettings:
 class LogSettings:
     path: str = "var/log/erpq.log"
     level: str = "INFO"
+    #: "text" (one line per record) or "json" (one JSON object per line).
+    format: str = "text"
+    #: "auto" (stderr under systemd or supervisord, else the file), "file" or "stderr".
+    output: str = "auto"
 
 
 @dataclass
@@ -194,6 +198,25 @@ def find_config(explicit: str | os.PathLike | None = None) -> Path:
     return PACKAGED_DEFAULT
 
 
+def uses_packaged_default(settings: Settings) -> bool:
+    """Whether no config file was found and the packaged defaults are in force."""
+    source = getattr(settings, "file_source", None)
+    return source is not None and Path(source).resolve() == PACKAGED_DEFAULT.resolve()
+
+
+def missing_default_database(settings: Settings) -> Path | None:
+    """The SQLite database file that would be created from nothing with the packaged
+    defaults (no config file found), or None when a config file is in force, the
+    database is not SQLite, or the file exists."""
+    if not uses_packaged_default(settings):
+        return None
+    path = settings.sqlite_path(settings.database.url)
+    if path is None or str(path).endswith(":memory:") or path.name == "":
+        return None
+    path = path.absolute()
+    return None if path.exists() else path
+
+
 def load(path: str | os.PathLike | None = None) -> Settings:
     """Load and validate a config file (see module doc for which one)."""
     p = find_config(path)
@@ -232,6 +255,7 @@ def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Setting
     except capability.CapabilityError as exc:
         raise ConfigError(f"{source}: capabilities: {exc}") from None
     sections = capability.settings_sections()
+    raw = _flatten_console_keys(raw)
     core = {k: v for k, v in raw.items() if k not in sections}
     settings = _build(Settings, core, source, prefix="", extra_known=set(sections))
     settings.sections = {key: _build(cls, raw.get(key, {}), source, f"{key}.")
@@ -243,6 +267,23 @@ def from_dict(raw: dict, source: str = "<dict>", base_dir: str = ".") -> Setting
         if check is not None:
             check(lambda k, reason, key=key: ConfigError(f"{source}: {key}.{k}: {reason}"))
     return settings
+
+
+def _flatten_console_keys(raw: dict) -> dict:
+    """``[console.keys]`` written with a bare dotted name (``failed.retry = "y"``) is a
+    nested table in TOML: read it as the action name ``"failed.retry"``."""
+    console = raw.get("console")
+    keys = console.get("keys") if isinstance(console, dict) else None
+    if not isinstance(keys, dict) or not any(isinstance(v, dict) for v in keys.values()):
+        return raw
+
+    def flat(table: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in table.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return {**raw, "console": {**console, "keys": flat(keys, "")}}
 
 
 def __getattr__(name: str) -> Any:
@@ -344,6 +385,10 @@ def _validate(s: Settings) -> None:
 
     if s.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise err("log.level", "must be DEBUG, INFO, WARNING or ERROR")
+    if s.log.format not in ("text", "json"):
+        raise err("log.format", f"must be text or json (got {s.log.format!r})")
+    if s.log.output not in ("auto", "file", "stderr"):
+        raise err("log.output", f"must be auto, file or stderr (got {s.log.output!r})")
 
     for key in ("heartbeat_s", "dead_after_s", "shutdown_timeout_s"):
         if getattr(s.runner, key) <= 0:

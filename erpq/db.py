@@ -77,6 +77,29 @@ class DatabaseUnusable(Exception):
     """The database URL cannot be used (driver missing, folder not creatable); one line."""
 
 
+#: The optional extra that installs each driver: ``pip install 'erpq[postgres]'``.
+DRIVER_EXTRAS = {"psycopg": ("postgres", "PostgreSQL"), "psycopg2": ("postgres", "PostgreSQL"),
+                 "pymysql": ("mysql", "MySQL/MariaDB"), "MySQLdb": ("mysql", "MySQL/MariaDB"),
+                 "redis": ("redis", "Redis")}
+
+
+def driver_missing(module: str, setting: str) -> DatabaseUnusable:
+    """The one-line error for a driver that is not installed, naming the extra to install."""
+    extra, what = DRIVER_EXTRAS.get(module.split(".")[0], (None, module))
+    if extra is None:
+        return DatabaseUnusable(f"{setting}: the driver {module!r} is not installed (pip install it)")
+    return DatabaseUnusable(f"{setting} needs the {what} driver {module.split('.')[0]}, which is not "
+                            f"installed: pip install 'erpq[{extra}]'")
+
+
+def require_redis(setting: str = "queue.url") -> None:
+    """Refuse a Redis URL when the redis driver is not installed (one line naming the extra)."""
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise driver_missing("redis", setting) from None
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """An engine with the settings erpq relies on for each backend."""
     kwargs: dict = {"echo": echo, "future": True}
@@ -93,9 +116,9 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=3600)
     try:
         engine = sa.create_engine(url, **kwargs)
-    except ModuleNotFoundError as exc:
-        raise DatabaseUnusable(f"the database driver {exc.name!r} is not installed "
-                               f"(pip install it, or change database.url)") from None
+    except ImportError as exc:
+        raise driver_missing(getattr(exc, "name", None) or url.split(":", 1)[0].split("+")[-1],
+                             "database.url") from None
     except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
         raise DatabaseUnusable(f"database.url is not usable: {str(exc).splitlines()[0]}") from None
     if engine.dialect.name == "sqlite":

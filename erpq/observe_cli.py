@@ -79,9 +79,30 @@ def cmd_config_show(args, rt) -> int:
         print(json.dumps({"config": getattr(settings, "file_source", settings.source), "keys": rows},
                          indent=2, default=str))
         return 0
-    print(f"config: {getattr(settings, 'file_source', settings.source)}")
+    for line in _config_summary(settings):
+        print(line)
     return out(args, [{**r, "value": json.dumps(r["value"], default=str) if not isinstance(r["value"], str)
                        else r["value"]} for r in rows], ["key", "value", "source"])
+
+
+def _config_summary(settings) -> list[str]:
+    """Which config is in force, where relative paths point and the database (masked)."""
+    from .config import uses_packaged_default
+    from .runtime.core import redact_url
+
+    source = getattr(settings, "file_source", settings.source)
+    if uses_packaged_default(settings):
+        lines = [f"config: none found (--config, $ERPQ_CONFIG, ./config.toml): built-in defaults ({source}), "
+                 f"relative paths from {settings.base_dir}"]
+    else:
+        lines = [f"config: {source}"]
+    db = settings.sqlite_path(settings.database.url)
+    if db is None:
+        lines.append(f"database: {redact_url(settings.database.url)}")
+    else:
+        db = db.absolute()
+        lines.append(f"database: {db}" + ("" if db.exists() else " (does not exist: 'erpq db upgrade' creates it)"))
+    return lines
 
 
 def _load(args):

@@ -104,10 +104,14 @@ def test_jobs_lists_jobs_and_periodic_tasks(cfg, capsys):
     assert items["DeliverWebhookJob"]["kind"] == "job"
 
 
-def test_every_command_and_option_has_help():
+@pytest.mark.parametrize("program", ["erpq", "erpq-console"])
+def test_every_command_and_option_has_help(program):
     import argparse
 
-    from erpq.cli import build_parser
+    if program == "erpq":
+        from erpq.cli import build_parser
+    else:
+        from tui.app import build_parser
 
     missing = []
 
@@ -122,7 +126,7 @@ def test_every_command_and_option_has_help():
             elif not action.help and action.dest != "help":
                 missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
 
-    walk(build_parser(), "erpq")
+    walk(build_parser(), program)
     assert missing == []
 
 

@@ -188,3 +188,63 @@ async def test_palette_holds_erpq_commands_only():
         assert not any("screenshot" in n.lower() or "theme" in n.lower() for n in names)
         for v in VIEWS:
             assert f"Show {v.TITLE}" in names
+
+
+# ---------------------------------------------------------------- the config's example
+REPO = Path(__file__).resolve().parent.parent
+
+
+def uncommented_config(tmp_path: Path, extra: str = "") -> Path:
+    """A copy of config.toml with the commented [console.keys] examples uncommented,
+    everything else under tmp_path."""
+    text = (REPO / "config.toml").read_text()
+    head, keys = text.split("[console.keys]\n", 1)
+    lines = [line[2:] if line.startswith("# ") and " = " in line and not line.startswith("# Rebind")
+             else line for line in keys.splitlines()]
+    text = head + "[console.keys]\n" + "\n".join(lines) + "\n" + extra
+    text = text.replace('"sqlite:///var/', '"sqlite:///').replace('"var/log/erpq.log"', '"erpq.log"')
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+async def test_the_commented_key_example_of_config_toml_works_uncommented(tmp_path: Path):
+    from erpq.config import load
+    from tui.app import resolve_keys
+
+    cfg = uncommented_config(tmp_path)
+    settings = load(cfg)
+    assert settings.console.keys == {"retry": "y", "schedule.trigger": "T"}
+    assert resolve_keys(settings.console.keys) == ({"failed.retry": "y", "schedule.trigger": "T"}, [])
+    rt = Runtime(settings)
+    set_current(rt)
+    try:
+        ids = seed_failed(rt, 2, task="DeliverWebhookJob")
+        app = ErpqConsole(Ops(rt, ACTOR), rt.settings, poll=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app, pilot)
+            await press(app, pilot, "3", "r")  # no longer retry
+            assert rt.huey.pending_count() == 0
+            await press(app, pilot, "y")
+            assert rt.huey.pending_count() == 1
+            assert f"$ erpq queue retry {ids[-1]}" in app.messages[-1]
+            assert "  y          Retry" in app.help_text()
+    finally:
+        set_current(None)
+        rt.close()
+
+
+def test_console_key_names_short_dotted_ambiguous_and_unknown(tmp_path: Path, capsys):
+    from erpq.config import load
+    from tui.app import main, resolve_keys
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[console.keys]\nfailed.flush = "ctrl+x"\n')  # a bare dotted name: a nested table in TOML
+    assert load(cfg).console.keys == {"failed.flush": "ctrl+x"}
+    keymap, bad = resolve_keys({"detail": "D", "nope": "z", "retry_all": "A"})
+    assert keymap == {"failed.retry_all": "A"}
+    assert bad[1] == "nope" and bad[0].startswith("detail (could be ") and "failed.detail" in bad[0]
+    cfg.write_text('[console.keys]\ndetail = "D"\n')
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown action(s) detail (could be" in err and len(err.splitlines()) == 1

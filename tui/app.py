@@ -72,6 +72,25 @@ def binding_ids() -> set[str]:
     return ids
 
 
+def resolve_keys(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``[console.keys]`` as a keymap by action name, and the entries that name no
+    action. An entry names an action in full (``"failed.retry"``) or by its short
+    name (``retry``: the part after the last dot) when exactly one action has it."""
+    ids = binding_ids()
+    keymap: dict[str, str] = {}
+    bad: list[str] = []
+    for name, key in keys.items():
+        if name in ids:
+            keymap[name] = key
+            continue
+        matches = sorted(i for i in ids if i.rsplit(".", 1)[-1] == name)
+        if len(matches) == 1:
+            keymap[matches[0]] = key
+        else:
+            bad.append(f"{name} (could be {' or '.join(matches)})" if matches else name)
+    return keymap, bad
+
+
 @dataclass
 class UndoEntry:
     label: str
@@ -159,7 +178,7 @@ class ErpqConsole(App):
 
     def on_mount(self) -> None:
         if self.settings.console.keys:
-            self.set_keymap(dict(self.settings.console.keys))
+            self.set_keymap(resolve_keys(dict(self.settings.console.keys))[0])
         self._label_tabs()
         # Tab moves between the widgets of a view; the tab bar never takes focus
         # (number keys, :name and the palette switch views).
@@ -522,9 +541,11 @@ class ErpqConsole(App):
             f"  Forget and flush can be undone with u for {self.undo_minutes} minutes.",
             "  Every action shows its equivalent 'erpq' command and is written to the",
             "  audit log with your OS user and SSH client address.",
-            "  Rebind a key in config.toml under [console.keys] by its action name, e.g.",
+            "  Rebind a key in config.toml under [console.keys] by its action name",
+            "  (or its last part when only one action has it), e.g.",
             '    [console.keys]',
             '    "schedule.trigger" = "T"',
+            '    retry = "y"',
             f"  Times are shown in {self.tz}.",
         ]
         return "\n".join(lines)
@@ -603,12 +624,24 @@ def quiet_logging() -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="erpq-console", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="config file (default: $ERPQ_CONFIG or ./config.toml)")
     p.add_argument("--attach", action="store_true",
                    help="only watch a runner started elsewhere (no embedded scheduler/workers)")
     p.add_argument("--read-only", action="store_true", help="refuse every action")
-    return p.parse_args(argv)
+    return p
+
+
+def for_console(settings):
+    """The settings as the console runs them: it owns the terminal, so its log
+    (and its embedded runner's) goes to the log file even under a supervisor or
+    with ``log.output = "stderr"``."""
+    settings.log.output = "file"
+    return settings
 
 
 def _err(text: str) -> None:
@@ -629,11 +662,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return 2
-    unknown = sorted(set(settings.console.keys) - binding_ids())
+    unknown = sorted(resolve_keys(dict(settings.console.keys))[1])
     if unknown:
         _err(f"{settings.source}: console.keys: unknown action(s) {', '.join(unknown)} "
              f"(known: {', '.join(sorted(binding_ids()))})")
         return 2
+    settings = for_console(settings)
     try:
         rt = Runtime(settings)
     except Exception as exc:

@@ -224,6 +224,83 @@ class QueueOps(OpsCore):
         k = _key_value(key)
         return storage.remove_enqueued(k) or storage.remove_scheduled(k)
 
+    def count_pending(self, task: str | None = None) -> int:
+        """Pending jobs (of job ``task``): what ``clear_queue`` would remove now."""
+        if task is None:
+            return self.rt.huey.pending_count()
+        self._known_task(task)
+        return sum(1 for _key, t in self._pending_tasks() if t is not None and t.name == task)
+
+    def clear_queue(self, task: str | None = None) -> int:
+        """Remove every pending job (of job ``task``) from the queue; returns how
+        many were removed. Scheduled (delayed, retrying) and running jobs stay.
+        A cleared job counts as skipped: its idempotency key is freed, a
+        periodic run is marked cancelled, a batch counts it done."""
+        removed: list[int] = []
+        self._clear_queue(task, removed)
+        return sum(removed)
+
+    @_audited
+    def _clear_queue(self, task: str | None, removed: list[int]) -> None:
+        if task is not None:
+            self._known_task(task)
+        cmd = "erpq queue clear" + (f" --task {shlex.quote(task)}" if task else "") + " --yes"
+        self._act("queue.clear", task or "*", cmd)
+        # The audit row commits first; the jobs are removed once it has.
+        self._after_commit(lambda: removed.append(self._purge_pending(task)))
+
+    def _known_task(self, task: str) -> None:
+        if task not in self.rt.tasks:
+            raise NotFound(f"unknown task {task!r} (known: {', '.join(sorted(self.rt.tasks))})")
+
+    def _pending_tasks(self, chunk: int = 1000):
+        """(key, task or None when unreadable) of every pending job, oldest first."""
+        storage = self.rt.huey.storage
+        pos = 0
+        while True:
+            rows = storage.enqueued_page(pos, chunk)
+            if not rows:
+                return
+            pos += len(rows)
+            for key, data in rows:
+                yield key, self._decode(data)
+
+    def _purge_pending(self, task: str | None) -> int:
+        from ..db import utcnow
+        from ..models import JobKey, JobRun
+
+        storage = self.rt.huey.storage
+        gone = []
+        pos = 0
+        while True:
+            rows = storage.enqueued_page(pos, 1000)
+            if not rows:
+                break
+            kept = 0
+            for key, data in rows:
+                t = self._decode(data)
+                if task is not None and (t is None or t.name != task):
+                    kept += 1
+                    continue
+                if storage.remove_enqueued(key):  # else a worker took it first
+                    gone.append(t)
+            pos += kept  # removed rows shift the rest forward
+        if not gone:
+            return 0
+        ids = [t.id for t in gone if t is not None]
+        now = utcnow()
+        with self.rt.session() as s:
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                s.execute(sa.delete(JobKey).where(JobKey.task_id.in_(part), JobKey.finished_at.is_(None)))
+                s.execute(sa.update(JobRun).where(JobRun.task_id.in_(part), JobRun.status == "enqueued")
+                          .values(status="cancelled", finished_at=now, error="cleared (erpq queue clear)"))
+        for t in gone:
+            batch_id = (getattr(t, "erpq", None) or {}).get("batch_id") if t is not None else None
+            if batch_id:
+                self.rt.history.batch_done(batch_id, None)
+        return len(gone)
+
     @_audited
     def dispatch(self, task_name: str, args: list | None = None, kwargs: dict | None = None,
                  key: str | None = None) -> str:

@@ -34,6 +34,7 @@ from ..db import session_scope, utcnow
 from ..models import FailedJob, JobRun
 from . import locks, retry
 from .history import json_safe
+from .log import current_job
 from .registry import JOBS, periodic_specs
 from .schedule import latest_tick, ticks_between
 
@@ -184,6 +185,7 @@ class ErpqHuey(Huey):
             meta = task.erpq = {}
         run = _Run(started=time.time(), attempt=meta.get("attempt", 1))
         outer, self._ctx.run = getattr(self._ctx, "run", None), run
+        outer_job, current_job.job = getattr(current_job, "job", None), (task.name, task.id)
         finished = False
         try:
             value = super().execute(task, timestamp)
@@ -191,6 +193,7 @@ class ErpqHuey(Huey):
             return value
         finally:
             self._ctx.run = outer
+            current_job.job = outer_job
             try:
                 if finished:
                     self._record(task, run)
@@ -232,7 +235,8 @@ class ErpqHuey(Huey):
             tick = meta.get("tick")
             self._update_periodic_run(task, status="running", started_at=started, runner=rt.runner_id,
                                       late_s=None if tick is None else max(0.0, started.timestamp() - tick))
-        self.runtime.job_log(logging.INFO, "Processing job: %s %s", task.name, task.id)
+        self.runtime.job_log(logging.INFO, "Processing job: %s %s", task.name, task.id, task=task.name,
+                             job_id=task.id)
 
     def _after_run(self, task, value, exception):
         run: _Run = self._ctx.run
@@ -307,9 +311,10 @@ class ErpqHuey(Huey):
         if status in ("success", "retrying", "failed"):
             rt.job_log(logging.INFO if status == "success" else logging.WARNING,
                        "%s job: %s %s (%.3fs)%s", _VERBS[status], task.name, task.id, duration,
-                       f": {error}" if error else "")
+                       f": {error}" if error else "", task=task.name, job_id=task.id)
         else:
-            rt.job_log(logging.INFO, "Skipped job: %s %s (%s)", task.name, task.id, error or status)
+            rt.job_log(logging.INFO, "Skipped job: %s %s (%s)", task.name, task.id, error or status,
+                       task=task.name, job_id=task.id)
 
     def record_failure(self, task, exc: BaseException | None, attempts: int,
                        reason: str = "error", message: str | None = None) -> int:
@@ -354,7 +359,7 @@ class ErpqHuey(Huey):
                     status="failed", finished_at=utcnow(), error=text[:2000]))
         if meta.get("batch_id"):
             self.runtime.history.batch_done(meta["batch_id"], task_id)
-        log.error("Failed job: %s %s (%s)", name, task_id, text)
+        log.error("Failed job: %s %s (%s)", name, task_id, text, extra={"task": name, "job_id": task_id})
         return row_id
 
     def _write_failure(self, *, task_id, task_name, args, kwargs, meta, payload, exc_type, text, tb,

@@ -122,6 +122,9 @@ class Runtime:
             path.parent.mkdir(parents=True, exist_ok=True)
             return ErpqHuey(storage_class=FairSqliteStorage if q.fair else ReliableSqliteStorage,
                             filename=str(path), runner_id=self.runner_id, **common)
+        from ..db import require_redis
+
+        require_redis()
         return ErpqHuey(storage_class=FairRedisStorage if q.fair else ReliableRedisStorage, url=q.url,
                         runner_id=self.runner_id, **common)
 

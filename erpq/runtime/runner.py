@@ -134,6 +134,10 @@ class ErpqConsumer(Consumer):
 
             raise ConfigurationError("erpq runs thread workers only: use -k thread")
         self.heartbeat = Heartbeat(huey.runtime, self.workers, self.periodic, kind)
+        if not embedded:  # huey_consumer: its handler on Huey's logger would write every traceback twice
+            from .log import adopt_huey_logger
+
+            adopt_huey_logger()
 
     def start(self):
         self.heartbeat.start()
@@ -202,3 +206,68 @@ def work_once(runtime: Runtime) -> str | None:
     finally:
         huey.storage.release_pending()
         hb.stop()
+
+
+def work_burst(runtime: Runtime, workers: int = 1, stop: threading.Event | None = None) -> tuple[int, int]:
+    """Process jobs with ``workers`` threads until none is waiting, then return
+    ``(processed, failed)``; ``failed`` counts jobs that raised (retrying ones too,
+    as ``work_once`` does). Periodic tasks are not fired. Due scheduled jobs (and a
+    retry without delay) are taken as they come; a retry later than the end is
+    left on the schedule. The runner heartbeats while it works, so other runners
+    never take it for dead. ``stop`` set: no new job is taken, running ones finish.
+    """
+    from huey.signals import SIGNAL_ERROR
+
+    huey = runtime.huey
+    stop = stop or threading.Event()
+    hb = Heartbeat(runtime, workers=workers, periodic=False, kind="burst")
+    hb.start()
+    state = {"busy": 0, "processed": 0, "failed": 0}
+    cv = threading.Condition()
+
+    def on_error(signal, task, *args, **kwargs) -> None:
+        with cv:
+            state["failed"] += 1
+
+    huey.signal(SIGNAL_ERROR)(on_error)
+
+    def next_task():
+        with cv:  # one thread at a time moves due scheduled jobs to the queue
+            for task in huey.read_schedule():
+                huey.enqueue(task)
+        return huey.dequeue()
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                task = next_task()
+                if task is None:
+                    with cv:
+                        if state["busy"] == 0:  # nobody can add work any more: done
+                            cv.notify_all()
+                            return
+                        cv.wait(0.2)  # a running job may still enqueue a retry or a follow-up
+                    continue
+                with cv:
+                    state["busy"] += 1
+                try:
+                    huey.execute(task)
+                finally:
+                    with cv:
+                        state["busy"] -= 1
+                        state["processed"] += 1
+                        cv.notify_all()
+        finally:
+            huey.storage.release_pending()  # this thread's last claim
+
+    threads = [threading.Thread(target=work, name=f"erpq-burst-{i + 1}", daemon=True) for i in range(workers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    finally:
+        huey.disconnect_signal(on_error, SIGNAL_ERROR)
+        hb.stop()
+    return state["processed"], state["failed"]

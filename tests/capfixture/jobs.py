@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -25,6 +26,13 @@ def _write(text: str) -> None:
 @CAPABILITY.job("GreetJob", retries=1)
 def greet_job(name: str) -> None:
     _write(f"{current().settings.greet.greeting}, {name}")
+
+
+@CAPABILITY.job("GreetBoomJob", retries=0)
+def greet_boom(message: str = "boom") -> None:
+    """Always fails (the log tests count its traceback)."""
+    logging.getLogger("erpq.greet").info("about to fail: %s", message)
+    raise RuntimeError(message)
 
 
 @CAPABILITY.periodic("greet:tick", cron="*/7 * * * *", description="Greet the world")
