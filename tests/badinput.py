@@ -56,8 +56,10 @@ def dump(cfg: str) -> dict:
         storage = rt.huey.storage
         state: dict = {"pending": sorted(bytes(d) for _k, d in storage.enqueued_page(0, 100_000)),
                        "scheduled": sorted(bytes(d) for _k, d, _t in storage.scheduled_page(0, 100_000))}
-        meta = sa.MetaData()
-        meta.reflect(rt.engine)
+        meta = _METADATA.get(cfg)
+        if meta is None:  # reflected once per config (the schema does not change under a test)
+            meta = _METADATA[cfg] = sa.MetaData()
+            meta.reflect(rt.engine)
         with rt.engine.connect() as conn:  # a new transaction: sees every commit
             for table in meta.sorted_tables:
                 rows = conn.execute(sa.select(table)).all()
@@ -66,6 +68,7 @@ def dump(cfg: str) -> dict:
 
 
 _RUNTIMES: dict = {}
+_METADATA: dict = {}
 
 
 def _runtime(cfg: str):
@@ -80,6 +83,7 @@ def _runtime(cfg: str):
 
 
 def close_dumps() -> None:
+    _METADATA.clear()
     while _RUNTIMES:
         _RUNTIMES.popitem()[1].close()
 
