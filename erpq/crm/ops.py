@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, check_columns, check_id, check_text
 from . import service
 from .service import CrmError
 
@@ -95,6 +95,7 @@ class CrmOps(OpsSection):
     def add(self, entity: str, tenant: str | int, values: dict[str, Any]) -> Any:
         """Create a lead, contact, deal or activity (emits ``<entity>.created``)."""
         self._entity(entity)
+        self._check_values(entity, values)
         tid = self.ops.tenant_id(tenant)
         self._act(f"crm.{entity}.add", str(tenant),
                   f"erpq {entity} add --tenant {shlex.quote(str(tenant))}{_kv(values)}")
@@ -112,6 +113,8 @@ class CrmOps(OpsSection):
         self._entity(entity)
         if not values:
             raise Invalid(f"{entity} update: nothing to change (give --set FIELD=VALUE)")
+        check_id(record_id, f"{entity} id")
+        self._check_values(entity, values)
         self._act(f"crm.{entity}.update", str(record_id), f"erpq {entity} update {record_id}{_kv(values)}")
         try:
             with self._tx() as s:
@@ -120,6 +123,16 @@ class CrmOps(OpsSection):
         except CrmError as exc:
             raise _error(exc) from None
         return info, changes
+
+    @staticmethod
+    def _check_values(entity: str, values: dict[str, Any]) -> None:
+        """Text values fit their columns and are valid UTF-8 (the same refusal on every backend)."""
+        columns = service.ENTITIES[entity].__table__.c
+        check_columns(service.ENTITIES[entity], entity,
+                      **{k: v for k, v in values.items() if isinstance(v, str) and k in columns})
+        for k, v in values.items():
+            if isinstance(v, str):
+                check_text(v, f"{entity} {k}")
 
     @staticmethod
     def _entity(entity: str) -> None:
@@ -143,7 +156,7 @@ class CrmOps(OpsSection):
 
     @audited
     def mark_read(self, notification_id: int | str) -> NotificationInfo:
-        notification_id = int(notification_id)
+        notification_id = check_id(int(notification_id), "notification id")
         self._act("crm.notification.read", str(notification_id), f"erpq notifications read {notification_id}")
         try:
             with self._tx() as s:

@@ -138,8 +138,12 @@ class ImportOps(OpsSection):
                + (" --dry-run" if dry_run else "") + (" --update-existing" if update_existing else ""))
         if entity not in service.ENTITIES:
             raise Invalid(f"unknown import type {entity!r} (known: {', '.join(service.ENTITIES)})")
-        if not Path(path).is_file():
-            raise Invalid(f"{path}: no such file")
+        try:
+            is_file = Path(path).is_file()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+            raise Invalid(f"{str(path)[:200]}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not is_file:
+            raise Invalid(f"{str(path)[:200]}: no such file")
         # Refused before the import row is written (a bad option is not a failed import).
         if encoding is not None:
             try:
