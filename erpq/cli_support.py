@@ -233,7 +233,7 @@ def check_argv(argv: Sequence[str]) -> None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError as exc:
-            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            shown = ascii(arg)[1:-1]  # one line: newlines, surrogates and control characters escaped
             raise CliError(f"argument {i} is not valid UTF-8 text (at character {exc.start}): "
                            f"{shown[:80]}", code=2) from None
 
