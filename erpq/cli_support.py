@@ -136,6 +136,94 @@ def bounded_text(max_chars: int):
     return parse
 
 
+def column_text(model: Any, column: str):
+    """An argparse type: text that fits ``model``'s ``column`` (its character size)."""
+    size = getattr(model.__table__.c[column].type, "length", None)
+    return bounded_text(size) if size else bounded_text(1_000_000)
+
+
+#: Network ports.
+port_int = bounded_int(1, 65535, "a port number")
+
+
+def decimal_text(lo: float, hi: float, what: str = "a number"):
+    """An argparse type: a finite decimal number in ``lo..hi``, kept as its text
+    (quantities and prices are stored as exact decimals)."""
+    from decimal import Decimal, InvalidOperation
+
+    def parse(text: str) -> str:
+        try:
+            value = Decimal(text.strip())
+        except (InvalidOperation, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value.is_finite() or not Decimal(str(lo)) <= value <= Decimal(str(hi)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({lo:g} to {hi:g})")
+        return text.strip()
+
+    parse.__name__ = "number"
+    return parse
+
+
+def date_arg(text: str) -> dt.date:
+    """An argparse type: a calendar date, YYYY-MM-DD."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+date_arg.__name__ = "date"
+
+
+def datetime_arg(text: str) -> dt.datetime:
+    """An argparse type: an ISO 8601 date-time, UTC unless it carries an offset."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise argparse.ArgumentTypeError(f"date-time out of range: {text!r}") from None
+
+
+datetime_arg.__name__ = "date-time"
+
+
+def timezone_arg(text: str) -> str:
+    """An argparse type: an IANA time zone name (``Europe/Berlin``, ``UTC``)."""
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {text[:80]!r} (an IANA name, e.g. Europe/Berlin)") \
+            from None
+    return text
+
+
+timezone_arg.__name__ = "time zone"
+
+
+def cron_arg(text: str) -> str:
+    """An argparse type: a five-field cron expression croniter accepts."""
+    from croniter import croniter
+
+    fields = text.split()
+    if len(fields) != 5 or not croniter.is_valid(text):
+        raise argparse.ArgumentTypeError(f"not a cron expression (five fields, e.g. '0 7 * * 1-5'): {text[:80]!r}")
+    return text
+
+
+cron_arg.__name__ = "cron expression"
+
+
+#: The largest JSON option text (``--filters``, ``--mapping``) a command accepts.
+JSON_OPTION_BYTES = 65_536
+
+
 def check_argv(argv: Sequence[str]) -> None:
     """Refuse an argument that is not valid UTF-8 (bytes the OS handed over as
     surrogates): it could never be stored or sent."""
@@ -145,7 +233,7 @@ def check_argv(argv: Sequence[str]) -> None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError as exc:
-            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            shown = ascii(arg)[1:-1]  # one line: newlines, surrogates and control characters escaped
             raise CliError(f"argument {i} is not valid UTF-8 text (at character {exc.start}): "
                            f"{shown[:80]}", code=2) from None
 

@@ -213,7 +213,6 @@ def _listen(session: Any) -> None:
 
 def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[int, dict[str, Any]]:
     """Write event ``name`` to the outbox, commit, fan it out now; returns (outbox id, handler results)."""
-    from .models import EventOutbox
     from .runtime import current
     from .runtime.registry import load_capabilities
 
@@ -222,12 +221,21 @@ def emit_now(name: str, payload: dict[str, Any] | None, tenant: Any) -> tuple[in
     payload = check_payload(name, payload)
     rt = current()
     with rt.session() as s:
-        row = EventOutbox(name=name, tenant_id=_tenant_id(tenant, s), payload=payload, status="pending",
-                          attempts=0)
-        s.add(row)
-        s.flush()
-        event_id = row.id
+        event_id = write_outbox(s, name, payload, tenant)
     return event_id, dispatch(rt, event_id, raise_errors=True) or {}
+
+
+def write_outbox(s: Any, name: str, payload: dict[str, Any] | None, tenant: Any) -> int:
+    """Add event ``name``'s outbox row in session ``s`` without an automatic fan-out
+    (the caller dispatches it after its commit, e.g. to report the handlers' results);
+    returns its id. Until then it is pending, so the runners' sweep fans it out if
+    the caller never does."""
+    from .models import EventOutbox
+
+    row = EventOutbox(name=name, tenant_id=_tenant_id(tenant, s), payload=payload, status="pending", attempts=0)
+    s.add(row)
+    s.flush()
+    return row.id
 
 
 def _after_flush(session: Any, _context: Any) -> None:

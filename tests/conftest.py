@@ -162,3 +162,14 @@ def store_runtime(request, tmp_path: Path) -> Iterator[Runtime]:
     if request.param == "redis":
         _reset_redis(REDIS_URL, s.queue.name)
     rt.close()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many command lines the bad-input property suite generated (per backend)."""
+    badinput = __import__("sys").modules.get("badinput")
+    counts = getattr(badinput, "GENERATED", None)
+    if counts:
+        cases = len(getattr(badinput, "CASES", []))
+        per = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        terminalreporter.write_line(f"bad-input properties: {sum(counts.values())} generated command lines "
+                                    f"over {cases} cases ({per})")

@@ -98,6 +98,11 @@ def test_cli_inventory_and_invoice_commands(tmp_path, capsys):
     assert run("invoice", "recurring", "pause", "1") == 0
     assert run("invoice", "recurring", "list") == 0
     assert "paused" in capsys.readouterr().out
-    assert run("invoice", "recurring", "add", "--tenant", "acme", "--name", "X", "--line", "a;1;x",
-               "--frequency", "daily") == 1
-    assert "line 1 unit_price: not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # refused by the argument type, before anything is read
+        run("invoice", "recurring", "add", "--tenant", "acme", "--name", "X", "--line", "a;1;x",
+            "--frequency", "daily")
+    assert exc.value.code == 2 and "'x' is not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        run("invoice", "recurring", "add", "--tenant", "acme", "--name", "X", "--line", "a;1;1e400",
+            "--frequency", "daily")
+    assert exc.value.code == 2 and "out of range" in capsys.readouterr().err

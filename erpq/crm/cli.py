@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_support import CliError, Group, ops_for, out, print_json
+from ..cli_support import (
+    CliError,
+    Group,
+    bounded_int,
+    bounded_text,
+    id_int,
+    ops_for,
+    out,
+    print_json,
+)
 
 COLUMNS = {
     "lead": ["id", "tenant_id", "name", "email", "company", "status", "owner_id", "created_at"],
@@ -96,30 +105,30 @@ def register(groups, common: argparse.ArgumentParser) -> None:
         fields = ", ".join(FIELDS[entity])
         g = Group(groups, common, entity, f"{entity} records (fields: {fields})")
         c = g.cmd("add", cmd_add, f"create a {entity} (emits {entity}.created)", json=True)
-        c.add_argument("--tenant", required=True, help="tenant slug or id")
+        c.add_argument("--tenant", required=True, type=bounded_text(64), help="tenant slug or id")
         c.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help=f"a field's value (repeat); times ISO 8601, UTC unless an offset is given. Fields: {fields}")
         c = g.cmd("list", cmd_list, f"{entity} records, newest first", json=True, paged=True)
-        c.add_argument("--tenant", help="only this tenant (slug or id)")
-        c.add_argument("--status", help="only records with this status")
+        c.add_argument("--tenant", type=bounded_text(64), help="only this tenant (slug or id)")
+        c.add_argument("--status", type=bounded_text(32), help="only records with this status")
         c = g.cmd("update", cmd_update, f"change fields of a {entity} (emits {entity}.updated)", json=True)
-        c.add_argument("id", type=int, help=f"the {entity} id")
+        c.add_argument("id", type=id_int, help=f"the {entity} id")
         c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a new value (repeat)")
         if entity == "activity":
             c = g.cmd("due", cmd_activity_due, "open activities due within the reminder window (overdue "
                       "included), soonest first, with reminder state and the due time in the recipient's zone",
                       json=True, paged=True)
-            c.add_argument("--within", type=int, metavar="MIN", help="minutes ahead (default: [crm] "
+            c.add_argument("--within", type=bounded_int(0, 525_600), metavar="MIN", help="minutes ahead (default: [crm] "
                            "reminder_window_min)")
-            c.add_argument("--search", help="only activities whose subject, tenant or recipient contains this")
+            c.add_argument("--search", type=bounded_text(255), help="only activities whose subject, tenant or recipient contains this")
 
     g = Group(groups, common, "notifications", "users' database notifications")
     c = g.cmd("list", cmd_notifications_list, "notifications, newest first", json=True, paged=True)
-    c.add_argument("--user", type=int, help="only this user's (user id)")
+    c.add_argument("--user", type=id_int, help="only this user's (user id)")
     c.add_argument("--unread", action="store_true", help="only unread ones")
     g.cmd("counts", cmd_notifications_counts, "notification counts (total, unread)", json=True)
     g.cmd("read", cmd_notifications_read, "mark a notification read", json=True).add_argument(
-        "id", type=int, help="the notification id")
+        "id", type=id_int, help="the notification id")
 
     from .workflow_cli import register_workflow
 

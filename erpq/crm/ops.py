@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from ..ops import Conflict, Invalid, NotFound, OpsError, OpsSection, Page, audited
-from ..ops.base import _Record
+from ..ops.base import _Record, check_columns, check_id, check_text
 from . import service
 from .service import CrmError
 
@@ -95,11 +95,12 @@ class CrmOps(OpsSection):
     def add(self, entity: str, tenant: str | int, values: dict[str, Any]) -> Any:
         """Create a lead, contact, deal or activity (emits ``<entity>.created``)."""
         self._entity(entity)
+        self._check_values(entity, values)
         tid = self.ops.tenant_id(tenant)
         self._act(f"crm.{entity}.add", str(tenant),
                   f"erpq {entity} add --tenant {shlex.quote(str(tenant))}{_kv(values)}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 row = service.create(s, entity, tid, values)
                 info = record_info(entity, row)
         except CrmError as exc:
@@ -112,14 +113,26 @@ class CrmOps(OpsSection):
         self._entity(entity)
         if not values:
             raise Invalid(f"{entity} update: nothing to change (give --set FIELD=VALUE)")
+        check_id(record_id, f"{entity} id")
+        self._check_values(entity, values)
         self._act(f"crm.{entity}.update", str(record_id), f"erpq {entity} update {record_id}{_kv(values)}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 row, changes = service.update(s, entity, record_id, values)
                 info = record_info(entity, row)
         except CrmError as exc:
             raise _error(exc) from None
         return info, changes
+
+    @staticmethod
+    def _check_values(entity: str, values: dict[str, Any]) -> None:
+        """Text values fit their columns and are valid UTF-8 (the same refusal on every backend)."""
+        columns = service.ENTITIES[entity].__table__.c
+        check_columns(service.ENTITIES[entity], entity,
+                      **{k: v for k, v in values.items() if isinstance(v, str) and k in columns})
+        for k, v in values.items():
+            if isinstance(v, str):
+                check_text(v, f"{entity} {k}")
 
     @staticmethod
     def _entity(entity: str) -> None:
@@ -143,15 +156,14 @@ class CrmOps(OpsSection):
 
     @audited
     def mark_read(self, notification_id: int | str) -> NotificationInfo:
-        notification_id = int(notification_id)
+        notification_id = check_id(int(notification_id), "notification id")
         self._act("crm.notification.read", str(notification_id), f"erpq notifications read {notification_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 service.mark_read(s, notification_id)
+                return _notification_info(*service.notification(s, notification_id))
         except CrmError as exc:
             raise _error(exc) from None
-        with self.rt.read_session() as s:
-            return _notification_info(*service.notification(s, notification_id))
 
     # ------------------------------------------------------------ reminders
     def due_activities(self, offset: int = 0, limit: int = 50, search: str | None = None,
@@ -176,17 +188,23 @@ class CrmOps(OpsSection):
     @audited
     def check_reminders(self) -> int:
         """Run crm:check-activity-reminders now (claims and enqueues)."""
-        from .reminders import check_activity_reminders
+        from .reminders import claim_due, unclaim
 
         self._act("crm.reminders.check", None, "erpq schedule run crm:check-activity-reminders")
-        return check_activity_reminders(self.rt)
+        rt = self.rt
+        with self._tx() as s:
+            claims = claim_due(rt, session=s)
+        for aid, tenant_id in claims:  # each job once the claims committed; a job not enqueued is unclaimed
+            self._after_commit(lambda a=aid, t=tenant_id: rt.enqueue("SendActivityReminderJob", a, tenant_id=t),
+                               lambda a=aid: unclaim(rt, a))
+        return len(claims)
 
     # ------------------------------------------------------------ workflows
     def workflows(self, tenant: str | int | None = None) -> list[WorkflowInfo]:
         from . import workflows
 
         tid = self.ops.tenant_id(tenant) if tenant is not None else None
-        with self.rt.read_session() as s:
+        with self._read() as s:
             return [WorkflowInfo(w.id, w.tenant_id, w.name, w.trigger_event, w.match, w.conditions, w.actions,
                                  w.is_active) for w in workflows.definitions(s, tid)]
 
@@ -217,7 +235,7 @@ class CrmOps(OpsSection):
         except workflows.WorkflowError as exc:
             raise Invalid(str(exc)) from None
         self._act("crm.workflow.load", path, f"erpq workflow load {shlex.quote(path)} --tenant {tenant}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             for d in defs:
                 workflows.save(s, tid, d)
         return [w for w in self.workflows(tid) if w.name in {d["name"] for d in defs}]
@@ -232,9 +250,11 @@ class CrmOps(OpsSection):
         self._act("crm.workflow.resume", str(run_id), f"erpq workflow resume {run_id}")
         from . import workflows
 
-        with self.rt.session() as s:
+        with self._tx() as s:
             workflows.resume_now(s, run_id)
-        self.rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=info.tenant_id, trigger="manual")
+        # resume_at = now stands if the enqueue fails: the waiting-instance sweep resumes it.
+        self._after_commit(lambda: self.rt.enqueue("ExecuteWorkflowJob", run_id, tenant_id=info.tenant_id,
+                                                   trigger="manual"), keep_audit=True)
         return info.status
 
     def summary(self) -> str:

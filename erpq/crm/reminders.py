@@ -17,6 +17,7 @@ then is ``reminder_sent_at`` set.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -48,12 +49,15 @@ def _due_filter(now: dt.datetime, window_min: int, lease_s: int):
 
 
 def claim_due(rt: Any, now: dt.datetime | None = None, activity_id: int | None = None,
-              limit: int = 1000) -> list[tuple[int, int]]:
-    """Claim due activities (or just ``activity_id``); returns (activity id, tenant id) of each claim won."""
+              limit: int = 1000, session: Any = None) -> list[tuple[int, int]]:
+    """Claim due activities (or just ``activity_id``); returns (activity id, tenant id) of each claim won.
+
+    Each claim commits on its own, unless ``session`` is given: then every claim is
+    written in that session and commits with the caller's transaction."""
     now = now or utcnow()
     cfg = rt.settings.crm
     due = _due_filter(now, cfg.reminder_window_min, cfg.reminder_lease_s)
-    with rt.read_session() as s:
+    with contextlib.nullcontext(session) if session is not None else rt.read_session() as s:
         q = sa.select(Activity.id, Activity.tenant_id).where(due)
         if activity_id is not None:
             q = q.where(Activity.id == activity_id)
@@ -61,13 +65,20 @@ def claim_due(rt: Any, now: dt.datetime | None = None, activity_id: int | None =
     won = []
     for aid, tenant_id in candidates:
         # One conditional UPDATE per activity: the database decides who claims it.
-        with rt.session() as s:
+        with contextlib.nullcontext(session) if session is not None else rt.session() as s:
             claimed = s.execute(sa.update(Activity).where(Activity.id == aid, due)
                                 .values(reminder_claimed_at=now)
                                 .execution_options(synchronize_session=False)).rowcount
         if claimed:
             won.append((aid, tenant_id))
     return won
+
+
+def unclaim(rt: Any, activity_id: int) -> None:
+    """Take back a claim whose reminder job was never enqueued (it is due again at once)."""
+    with rt.session() as s:
+        s.execute(sa.update(Activity).where(Activity.id == activity_id, Activity.reminder_sent_at.is_(None))
+                  .values(reminder_claimed_at=None).execution_options(synchronize_session=False))
 
 
 def check_activity_reminders(rt: Any, now: dt.datetime | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli_support import Group, ops_for, out, print_json
+from ..cli_support import Group, bounded_text, id_int, ops_for, out, print_json
 
 RUN_COLUMNS = ["id", "workflow", "event", "status", "steps_done", "next_step", "resume_at", "error"]
 
@@ -49,9 +49,9 @@ def register_workflow(groups, common) -> None:
     c = g.cmd("load", cmd_load, "validate and load workflows from a TOML or JSON file (replaces same names)",
               json=True)
     c.add_argument("file", help="a .toml or .json file")
-    c.add_argument("--tenant", required=True, help="tenant slug or id")
+    c.add_argument("--tenant", required=True, type=bounded_text(64), help="tenant slug or id")
     g.cmd("list", cmd_list, "workflow definitions", json=True).add_argument("--tenant", help="only this tenant")
     c = g.cmd("runs", cmd_runs, "workflow runs, newest first, with waiting instances", json=True, paged=True)
     c.add_argument("--status", help="only runs with this status (running waiting completed failed cut)")
-    g.cmd("show", cmd_show, "one run with each step", json=True).add_argument("run", type=int, help="run id")
-    g.cmd("resume", cmd_resume, "resume a waiting run now").add_argument("run", type=int, help="run id")
+    g.cmd("show", cmd_show, "one run with each step", json=True).add_argument("run", type=id_int, help="run id")
+    g.cmd("resume", cmd_resume, "resume a waiting run now").add_argument("run", type=id_int, help="run id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_support import flag_parents, ops_for, out
+from ..cli_support import bounded_text, count_int, finite_float, flag_parents, ops_for, out
 
 COLUMNS = ["tenant", "checked_at", "status", "cpu_percent", "memory_percent", "disk_percent",
            "db_connections", "queue_pending", "failed_last_hour"]
@@ -53,8 +53,8 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     c.add_argument("--history", action="store_true", help="readings over time")
     c.add_argument("--probe", action="store_true",
                    help="send a probe job through the queue and wait for it (exit 1 when no worker ran it)")
-    c.add_argument("--wait", type=float, default=None,
+    c.add_argument("--wait", type=finite_float(0, 3600), default=None,
                    help="with --probe: seconds to wait (default health.probe_timeout_s)")
     c.add_argument("--probes", action="store_true", help="the last probes' wait and run times (--limit)")
-    c.add_argument("--tenant", help="with --history: this tenant (slug or id)")
-    c.add_argument("--limit", type=int, default=60, help="readings to show with --history (default 60)")
+    c.add_argument("--tenant", type=bounded_text(64), help="with --history: this tenant (slug or id)")
+    c.add_argument("--limit", type=count_int, default=60, help="readings to show with --history (default 60)")

@@ -12,7 +12,7 @@ from ..models import SystemHealth, Tenant
 from ..ops import OpsSection, audited
 from ..ops.base import _Record
 from .capability import METRICS
-from .probe import HealthProbe, fail_lost_probes, liveness, send_probe
+from .probe import HealthProbe, add_probe, fail_lost_probes, liveness
 from .service import check_system_health
 
 
@@ -48,7 +48,7 @@ class HealthOps(OpsSection):
 
     def latest(self) -> list[HealthInfo]:
         """The latest reading of the host and of every tenant."""
-        with self.rt.read_session() as s:
+        with self._read() as s:
             latest = s.scalar(sa.select(sa.func.max(SystemHealth.checked_at)).where(SystemHealth.tenant_id.is_(None)))
             if latest is None:
                 return []
@@ -97,7 +97,7 @@ class HealthOps(OpsSection):
     def check(self) -> list[HealthInfo]:
         """Take a reading now (what erp:check-system-health does) and return it."""
         self._act("health.check", None, "erpq health --check")
-        with self.rt.session() as s:
+        with self._tx() as s:
             check_system_health(s, self.rt)
         return self.latest()
 
@@ -115,14 +115,28 @@ class HealthOps(OpsSection):
         return liveness(self.rt)
 
     @audited
+    def send_probe(self) -> int:
+        """Send a probe through the queue (its row commits with the audit row, its job
+        is enqueued after); returns the probe's id."""
+        self._act("health.probe", None, "erpq health probe")
+        rt = self.rt
+        with self._tx() as s:
+            probe_id, enqueue = add_probe(rt, s)
+
+        def undo() -> None:  # never enqueued: no probe was sent
+            with rt.session() as s2:
+                s2.execute(sa.delete(HealthProbe).where(HealthProbe.id == probe_id))
+
+        self._after_commit(enqueue, undo)
+        return probe_id
+
     def probe(self, wait_s: float | None = None) -> ProbeInfo:
         """Send a probe through the queue and wait for its round trip (at most
         ``wait_s``, default ``health.probe_timeout_s``); a probe not run by then is failed."""
         import time
 
-        self._act("health.probe", None, "erpq health probe")
         rt = self.rt
-        probe_id = send_probe(rt)
+        probe_id = self.send_probe()
         deadline = time.monotonic() + (wait_s if wait_s is not None else self.settings.probe_timeout_s)
         while True:
             with rt.read_session() as s:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -55,15 +56,20 @@ def send_probe(rt, session=None) -> int:
     if session is None:
         with rt.session() as s:
             return send_probe(rt, s)
+    probe_id, enqueue = add_probe(rt, session)
+    sa.event.listen(session, "after_commit", lambda _s: enqueue(), once=True)
+    return probe_id
+
+
+def add_probe(rt, session) -> tuple[int, Any]:
+    """Add a pending probe row in ``session``; returns its id and the function that
+    enqueues its job (call it once ``session`` committed)."""
     task_id = uuid.uuid4().hex
     probe = HealthProbe(task_id=task_id, enqueued_at=utcnow(), status="pending")
     session.add(probe)
     session.flush()
     probe_id = probe.id
-    sa.event.listen(session, "after_commit",
-                    lambda _s: rt.enqueue("ErpqHealthProbeJob", probe_id, trigger="health", task_id=task_id),
-                    once=True)
-    return probe_id
+    return probe_id, lambda: rt.enqueue("ErpqHealthProbeJob", probe_id, trigger="health", task_id=task_id)
 
 
 def fail_lost_probes(rt, session=None) -> int:

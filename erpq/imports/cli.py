@@ -6,7 +6,16 @@ import argparse
 import sys
 import time
 
-from ..cli_support import CliError, flag_parents, ops_for, out, parse_json_arg
+from ..cli_support import (
+    JSON_OPTION_BYTES,
+    MAX_ID,
+    CliError,
+    bounded_text,
+    flag_parents,
+    ops_for,
+    out,
+    parse_json_arg,
+)
 
 COLUMNS = ["id", "tenant", "entity", "file", "status", "processed_rows", "total_rows", "success_count",
            "failed_count", "skipped", "updated", "rows_per_s", "eta_s", "last_error"]
@@ -51,8 +60,8 @@ def cmd_import(args, rt) -> int:
         page = imports.imports(args.offset, args.limit, status=args.status)
         return out(args, page.items, COLUMNS)
     if target in ("status", "cancel"):
-        if not args.id or not args.id.isdigit():
-            raise CliError(f"erpq import {target}: give the import id (a number)")
+        if not args.id or not args.id.isascii() or not args.id.isdigit() or not 0 < int(args.id) <= MAX_ID:
+            raise CliError(f"erpq import {target}: give the import id (a number from 1 to {MAX_ID})", code=2)
         if target == "cancel":
             info = imports.cancel(int(args.id))
             print(f"Cancelled import {info.id} after {info.processed_rows} rows")
@@ -66,7 +75,7 @@ def cmd_import(args, rt) -> int:
         raise CliError(f"erpq import: unexpected argument {args.id!r}")
     if not args.type or not args.tenant:
         raise CliError("erpq import FILE: --type and --tenant are required")
-    mapping = parse_json_arg(args.mapping, "--mapping") if args.mapping else None
+    mapping = parse_json_arg(args.mapping, "--mapping", JSON_OPTION_BYTES) if args.mapping else None
     if mapping is not None and not (isinstance(mapping, dict) and all(isinstance(v, str) for v in mapping.values())):
         raise CliError('--mapping: give a JSON object {"file column": "field"}')
     printer = None if args.json or args.queue else ProgressPrinter()
@@ -101,12 +110,12 @@ def register(groups, common: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="FILE|status|list|cancel", help="the file to import, or a subcommand")
     p.add_argument("id", nargs="?", help="with status / cancel: the import id")
     p.add_argument("--type", choices=("leads", "contacts", "deals"), help="what the file holds")
-    p.add_argument("--tenant", help="the tenant (slug or id) the rows belong to")
+    p.add_argument("--tenant", type=bounded_text(64), help="the tenant (slug or id) the rows belong to")
     p.add_argument("--dry-run", action="store_true", help="validate every row, write nothing")
     p.add_argument("--update-existing", action="store_true",
                    help="update rows whose email already exists (default: skip them)")
     p.add_argument("--mapping", help='JSON object mapping file columns to fields, e.g. {"Mail": "email"}')
-    p.add_argument("--encoding", help="the file's encoding when it is not UTF-8 (default: detect, cp1252)")
+    p.add_argument("--encoding", type=bounded_text(64), help="the file's encoding when it is not UTF-8 (default: detect, cp1252)")
     p.add_argument("--queue", action="store_true", help="run as ImportDataJob on the workers instead of now")
     p.add_argument("--errors-csv", metavar="PATH", help="with status: write the error rows to this CSV file")
-    p.add_argument("--status", help="with list: only imports with this status")
+    p.add_argument("--status", type=bounded_text(16), help="with list: only imports with this status")

@@ -3,6 +3,7 @@ the actions (start, cancel)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import shlex
@@ -83,7 +84,7 @@ class ImportOps(OpsSection):
             return Page([_info(i, slug) for i, slug in rows], total, offset, limit)
 
     def get(self, import_id: int) -> ImportInfo:
-        with self.rt.read_session() as s:
+        with self._read() as s:
             row = s.execute(sa.select(ImportResult, Tenant.slug).join(Tenant, Tenant.id == ImportResult.tenant_id)
                             .where(ImportResult.id == int(import_id))).first()
             if row is None:
@@ -137,28 +138,52 @@ class ImportOps(OpsSection):
                + (" --dry-run" if dry_run else "") + (" --update-existing" if update_existing else ""))
         if entity not in service.ENTITIES:
             raise Invalid(f"unknown import type {entity!r} (known: {', '.join(service.ENTITIES)})")
-        if not Path(path).is_file():
-            raise Invalid(f"{path}: no such file")
+        try:
+            is_file = Path(path).is_file()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+            raise Invalid(f"{str(path)[:200]}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not is_file:
+            raise Invalid(f"{str(path)[:200]}: no such file")
+        # Refused before the import row is written (a bad option is not a failed import).
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except (LookupError, ValueError):
+                raise Invalid(f"--encoding: unknown encoding {encoding!r}") from None
+        known = {f.name for f in service.FIELDS[entity]}
+        for column, field_name in (mapping or {}).items():
+            if not isinstance(column, str) or field_name not in known:
+                raise Invalid(f"--mapping: mapping names unknown {entity} field {field_name!r} "
+                              f"(known: {', '.join(sorted(known))})")
         self._act("import.start", str(path), cmd)
         opts = service.Options(dry_run, update_existing, mapping, encoding)
-        with self.rt.session() as s:
+        rt = self.rt
+        with self._tx() as s:
             imp = service.create_import(s, tenant_id, entity, path)
-            import_id = imp.id
+            import_id, batch_id = imp.id, imp.batch_id
         if queue:
-            self.rt.enqueue(service.JOB, import_id, opts.to_dict(), tenant_id=tenant_id, batch_id=imp.batch_id)
+            def undo() -> None:  # never enqueued: the import did not start
+                with rt.session() as s2:
+                    service.forget_import(s2, import_id)
+
+            self._after_commit(lambda: rt.enqueue(service.JOB, import_id, opts.to_dict(), tenant_id=tenant_id,
+                                                  batch_id=batch_id), undo)
         else:
-            try:
-                service.run_import(self.rt, import_id, opts, progress)
-            except service.ImportError_ as exc:
-                raise Invalid(str(exc)) from None
-        return self.get(import_id)
+            def run() -> None:  # chunk by chunk, each committed: once the import row and audit row are
+                try:
+                    service.run_import(rt, import_id, opts, progress)
+                except service.ImportError_ as exc:
+                    raise Invalid(str(exc)) from None
+
+            self._after_commit(run, keep_audit=True)  # a failed run is recorded on its import row
+        return self._then(lambda: self.get(import_id))
 
     @audited
     def cancel(self, import_id: int) -> ImportInfo:
         """Stop a pending or running import after its current chunk (rows already written stay)."""
         self.get(import_id)
         self._act("import.cancel", str(import_id), f"erpq import cancel {import_id}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             n = s.execute(sa.update(ImportResult).where(ImportResult.id == int(import_id),
                                                         ImportResult.status.in_(("pending", "running")))
                           .values(status="cancelled", finished_at=utcnow())).rowcount

@@ -341,6 +341,15 @@ def create_import(s, tenant_id: int, entity: str, path: str | Path, created_by: 
     return row
 
 
+def forget_import(s, import_id: int) -> None:
+    """Delete an import that never started (its job could not be enqueued) and its batch."""
+    batch = s.scalar(sa.select(ImportResult.batch_id).where(ImportResult.id == import_id,
+                                                            ImportResult.status == "pending"))
+    s.execute(sa.delete(ImportResult).where(ImportResult.id == import_id, ImportResult.status == "pending"))
+    if batch:
+        s.execute(sa.delete(JobBatch).where(JobBatch.id == batch))
+
+
 def _owners(s, tenant_id: int) -> dict[str, int]:
     out: dict[str, int] = {}
     for uid, email in s.execute(sa.select(USERS.c.id, USERS.c.email).where(USERS.c.tenant_id == tenant_id)):

@@ -120,7 +120,7 @@ class InventoryOps(OpsSection):
         if not name.strip():
             raise Invalid("supplier name is empty")
         self._act("inventory.supplier.add", f"tenant:{tenant_id}", f"erpq inventory add-supplier --tenant {tenant} ...")
-        with self.rt.session() as s:
+        with self._tx() as s:
             if s.scalar(sa.select(Supplier.id).where(Supplier.tenant_id == tenant_id, Supplier.name == name.strip())):
                 raise Conflict(f"supplier {name!r} exists")
             sup = Supplier(tenant_id=tenant_id, name=name.strip(), email=email)
@@ -136,7 +136,7 @@ class InventoryOps(OpsSection):
         stock_d = _dec(stock, "stock")
         cost = _dec(unit_cost, "unit cost") if unit_cost is not None else None
         self._act("inventory.product.add", f"tenant:{tenant_id}", f"erpq inventory add-product {sku} --tenant {tenant}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             if s.scalar(sa.select(Product.id).where(Product.tenant_id == tenant_id, Product.sku == sku)):
                 raise Conflict(f"product {sku!r} exists")
             p = Product(tenant_id=tenant_id, sku=sku, name=name, stock_quantity=stock_d, unit_cost=cost,
@@ -156,7 +156,7 @@ class InventoryOps(OpsSection):
         if mx is not None and mx <= mn:
             raise Invalid(f"maximum level {mx} must be above the minimum {mn}")
         self._act("inventory.rule.add", f"tenant:{tenant_id}", f"erpq inventory add-rule {sku} --tenant {tenant} ...")
-        with self.rt.session() as s:
+        with self._tx() as s:
             product = self._product(s, tenant_id, sku)
             sup_id = None
             if supplier:
@@ -177,7 +177,7 @@ class InventoryOps(OpsSection):
         tenant_id = self.ops.tenant_id(tenant)
         qty = _dec(quantity, "quantity")
         self._act("inventory.set_stock", f"product:{sku}", f"erpq inventory set-stock {sku} {quantity} --tenant {tenant}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             product = self._product(s, tenant_id, sku)
             product.stock_quantity = qty
         return _qty(qty)
@@ -187,7 +187,7 @@ class InventoryOps(OpsSection):
         if status not in service.STATUSES:
             raise Invalid(f"unknown order status {status!r} (one of {', '.join(service.STATUSES)})")
         self._act("inventory.order.status", f"order:{order_id}", f"erpq inventory order-status {order_id} {status}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             order = s.get(PurchaseOrder, order_id, with_for_update=True)
             if order is None:
                 raise NotFound(f"no purchase order {order_id}")
@@ -198,7 +198,8 @@ class InventoryOps(OpsSection):
         """What erp:check-reorder-rules does, now."""
         tenant_id = self.ops.tenant_id(tenant) if tenant is not None else None
         self._act("inventory.check", None, "erpq inventory check")
-        return service.check_reorder_rules(self.rt, tenant_id)
+        with self._tx() as s:
+            return service.check_reorder_rules(self.rt, tenant_id, session=s)
 
     @staticmethod
     def _product(s, tenant_id: int, sku: str) -> Product:

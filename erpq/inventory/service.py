@@ -10,6 +10,7 @@ order for a product even from a concurrent run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -60,10 +61,12 @@ def open_product_ids(s: Session, product_ids: list[int]) -> set[int]:
     return set(a) | set(b)
 
 
-def check_reorder_rules(rt: Runtime, tenant_id: int | None = None) -> ReorderResult:
+def check_reorder_rules(rt: Runtime, tenant_id: int | None = None, session: Session | None = None) -> ReorderResult:
+    """Draft the purchase orders due; in one transaction of its own, or in ``session``
+    (then it commits with the caller's, e.g. an operator's action and its audit row)."""
     result = ReorderResult()
     fmt = rt.settings.section("inventory").po_number_format
-    with rt.session() as s:
+    with contextlib.nullcontext(session) if session is not None else rt.session() as s:
         q = (sa.select(ReorderRule, Product, Supplier)
              .join(Product, Product.id == ReorderRule.product_id)
              .outerjoin(Supplier, Supplier.id == ReorderRule.supplier_id)

@@ -135,7 +135,7 @@ class InvoicingOps(OpsSection):
             return Page([_template_info(*r) for r in rows], total or 0, offset, limit)
 
     def template(self, template_id: int) -> TemplateInfo:
-        with self.rt.read_session() as s:
+        with self._read() as s:
             row = s.execute(self._template_query().where(RecurringInvoice.id == template_id)).first()
             if row is None:
                 raise NotFound(f"no recurring invoice {template_id}")
@@ -207,7 +207,7 @@ class InvoicingOps(OpsSection):
             raise Invalid("payment terms must be >= 0 days")
         self._act("invoicing.recurring.add", f"tenant:{tenant_id}",
                   f"erpq invoice recurring add --tenant {tenant} --frequency {frequency} ...")
-        with self.rt.session() as s:
+        with self._tx() as s:
             t = RecurringInvoice(tenant_id=tenant_id, contact_id=contact_id, name=name.strip()[:255],
                                  frequency=frequency, interval=interval, start_date=start, end_date=end_date,
                                  max_occurrences=max_occurrences, occurrences=0, anchor_day=anchor_day,
@@ -222,7 +222,7 @@ class InvoicingOps(OpsSection):
     @audited
     def pause(self, template_id: int, reason: str | None = None) -> TemplateInfo:
         self._act("invoicing.recurring.pause", f"recurring:{template_id}", f"erpq invoice recurring pause {template_id}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             t = self._get(s, template_id)
             if not t.is_active:
                 raise Conflict(f"recurring invoice {template_id} has ended ({t.ended_reason})")
@@ -236,7 +236,7 @@ class InvoicingOps(OpsSection):
         """Let a paused template issue again (its failure count starts over)."""
         self._act("invoicing.recurring.resume", f"recurring:{template_id}",
                   f"erpq invoice recurring resume {template_id}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             t = self._get(s, template_id)
             if not t.is_active:
                 raise Conflict(f"recurring invoice {template_id} has ended ({t.ended_reason})")
@@ -253,9 +253,18 @@ class InvoicingOps(OpsSection):
         tenant_id = self.ops.tenant_id(tenant) if tenant is not None else None
         self._act("invoicing.generate", f"date:{date}",
                   f"erpq invoice generate --date {date}" + (f" --tenant {tenant}" if tenant is not None else ""))
-        r = service.generate(self.rt, date, tenant_id=tenant_id)
-        return GenerateInfo(r.as_of, r.invoices, r.templates, r.failed, r.paused, r.ended,
-                            {k: [d.isoformat() for d in v] for k, v in r.backlog.items()}, r.summary())
+        # The generator commits a batch of templates at a time (and records each
+        # failure on its template), so it runs once the audit row committed.
+        done: list = []
+        self._after_commit(lambda: done.append(service.generate(self.rt, date, tenant_id=tenant_id)),
+                           keep_audit=True)
+
+        def info() -> GenerateInfo:
+            r = done[0]
+            return GenerateInfo(r.as_of, r.invoices, r.templates, r.failed, r.paused, r.ended,
+                                {k: [d.isoformat() for d in v] for k, v in r.backlog.items()}, r.summary())
+
+        return self._then(info)
 
     @staticmethod
     def _get(s, template_id: int) -> RecurringInvoice:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-from ..cli_support import CliError, Group, ops_for, out, print_json
+from ..cli_support import (
+    CliError,
+    Group,
+    bounded_int,
+    bounded_text,
+    column_text,
+    datetime_arg,
+    id_int,
+    ops_for,
+    out,
+    print_json,
+)
+from .models import EmailCampaign
 
 RECIPIENT_COLUMNS = ["id", "email", "name", "status", "attempts", "error", "sent_at"]
 
@@ -41,12 +52,7 @@ def cmd_send(args, rt) -> int:
 
 
 def cmd_schedule(args, rt) -> int:
-    try:
-        at = dt.datetime.fromisoformat(args.at)
-    except ValueError:
-        raise CliError(f"--at: not an ISO date-time: {args.at!r}") from None
-    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
-    c = ops_for(args, rt).mail.send(args.id, at)
+    c = ops_for(args, rt).mail.send(args.id, args.at)
     print(f"Campaign {c.id} is {c.status} for {c.scheduled_at}")
     return 0
 
@@ -80,21 +86,21 @@ def cmd_status(args, rt) -> int:
 def register_campaign(groups, common) -> None:
     g = Group(groups, common, "campaign", "email campaigns")
     c = g.cmd("create", cmd_create, "create a draft campaign (templates checked now)")
-    c.add_argument("--tenant", required=True, help="tenant slug or id")
-    c.add_argument("--account", type=int, required=True, help="sending email account id")
-    c.add_argument("--name", required=True, help="campaign name")
-    c.add_argument("--subject", required=True, help="subject template (Jinja2, sandboxed)")
+    c.add_argument("--tenant", required=True, type=bounded_text(64), help="tenant slug or id")
+    c.add_argument("--account", type=id_int, required=True, help="sending email account id")
+    c.add_argument("--name", required=True, type=column_text(EmailCampaign, "name"), help="campaign name")
+    c.add_argument("--subject", required=True, type=column_text(EmailCampaign, "subject"), help="subject template (Jinja2, sandboxed)")
     c.add_argument("--body-file", required=True, help="file holding the body template")
-    c.add_argument("--rate", type=int, help="messages per minute (default [mailing] rate_per_minute)")
+    c.add_argument("--rate", type=bounded_int(1, 1_000_000), help="messages per minute (default [mailing] rate_per_minute)")
     c = g.cmd("add-recipients", cmd_add, "add recipients from a CSV file or the tenant's contacts/leads")
-    c.add_argument("id", type=int, help="campaign id")
+    c.add_argument("id", type=id_int, help="campaign id")
     c.add_argument("--csv", help="CSV file with an 'email' column (other columns become fields)")
     c.add_argument("--from", dest="source", choices=("contacts", "leads"), help="the tenant's contacts or leads")
-    g.cmd("send", cmd_send, "start sending now").add_argument("id", type=int, help="campaign id")
+    g.cmd("send", cmd_send, "start sending now").add_argument("id", type=id_int, help="campaign id")
     c = g.cmd("schedule", cmd_schedule, "start sending at a time")
-    c.add_argument("id", type=int, help="campaign id")
-    c.add_argument("--at", required=True, help="ISO date-time (UTC unless an offset is given)")
+    c.add_argument("id", type=id_int, help="campaign id")
+    c.add_argument("--at", required=True, type=datetime_arg, help="ISO date-time (UTC unless an offset is given)")
     for action in ("pause", "resume", "cancel"):
-        g.cmd(action, _control(action), f"{action} a campaign").add_argument("id", type=int, help="campaign id")
+        g.cmd(action, _control(action), f"{action} a campaign").add_argument("id", type=id_int, help="campaign id")
     g.cmd("status", cmd_status, "progress, counts by status, uncertain recipients", json=True).add_argument(
-        "id", type=int, help="campaign id")
+        "id", type=id_int, help="campaign id")

@@ -148,49 +148,85 @@ def counts(s: Session, campaign_id: int) -> dict[str, int]:
 
 def start(rt, campaign_id: int, at: dt.datetime | None = None) -> EmailCampaign:
     with rt.session() as s:
-        c = get_campaign(s, campaign_id)
-        if c.status not in ("draft", "scheduled", "paused"):
-            raise accounts.MailError(f"campaign {campaign_id} is {c.status}: cannot be sent")
-        if not c.total_count:
-            raise accounts.MailError(f"campaign {campaign_id} has no recipients")
-        if c.batch_id is None:
-            c.batch_id = str(uuid.uuid4())
-            s.add(JobBatch(id=c.batch_id, name=f"campaign {c.id} {c.name}", kind="campaign", tenant_id=c.tenant_id,
-                           total=c.total_count, pending=c.total_count, failed=0, failed_job_ids=[]))
-        if at is not None and at > utcnow():
-            c.status, c.scheduled_at = "scheduled", at
-        else:
-            c.status, c.started_at = "sending", c.started_at or utcnow()
-        tenant_id, status = c.tenant_id, c.status
-    if status == "scheduled":
-        rt.enqueue("SendEmailCampaignJob", campaign_id, eta=at, tenant_id=tenant_id)
-    else:
-        rt.enqueue("SendEmailCampaignJob", campaign_id, tenant_id=tenant_id)
+        enqueue, _undo = prepare_start(s, rt, campaign_id, at)
+    enqueue()
     with rt.read_session() as s:
         return get_campaign(s, campaign_id)
 
 
+def prepare_start(s: Session, rt, campaign_id: int, at: dt.datetime | None = None):
+    """Mark a campaign sending (or scheduled) in ``s``; returns (enqueue, undo): enqueue
+    its job once ``s`` committed, or undo the change when the job cannot be enqueued."""
+    c = get_campaign(s, campaign_id)
+    if c.status not in ("draft", "scheduled", "paused"):
+        raise accounts.MailError(f"campaign {campaign_id} is {c.status}: cannot be sent")
+    if not c.total_count:
+        raise accounts.MailError(f"campaign {campaign_id} has no recipients")
+    was = {"status": c.status, "scheduled_at": c.scheduled_at, "started_at": c.started_at,
+           "batch_id": c.batch_id}
+    new_batch = None
+    if c.batch_id is None:
+        c.batch_id = new_batch = str(uuid.uuid4())
+        s.add(JobBatch(id=c.batch_id, name=f"campaign {c.id} {c.name}", kind="campaign", tenant_id=c.tenant_id,
+                       total=c.total_count, pending=c.total_count, failed=0, failed_job_ids=[]))
+    if at is not None and at > utcnow():
+        c.status, c.scheduled_at = "scheduled", at
+    else:
+        c.status, c.started_at = "sending", c.started_at or utcnow()
+    tenant_id, status = c.tenant_id, c.status
+    s.flush()
+
+    def enqueue() -> None:
+        if status == "scheduled":
+            rt.enqueue("SendEmailCampaignJob", campaign_id, eta=at, tenant_id=tenant_id)
+        else:
+            rt.enqueue("SendEmailCampaignJob", campaign_id, tenant_id=tenant_id)
+
+    def undo() -> None:
+        with rt.session() as s2:
+            s2.execute(sa.update(EmailCampaign).where(EmailCampaign.id == campaign_id,
+                                                      EmailCampaign.status == status).values(**was))
+            if new_batch:
+                s2.execute(sa.delete(JobBatch).where(JobBatch.id == new_batch))
+
+    return enqueue, undo
+
+
 def set_status(rt, campaign_id: int, action: str) -> None:
+    with rt.session() as s:
+        steps = prepare_status(s, rt, campaign_id, action)
+    if steps:
+        steps[0]()
+
+
+def prepare_status(s: Session, rt, campaign_id: int, action: str):
+    """Pause, resume or cancel a campaign in ``s``; for a resume returns (enqueue, undo)
+    to run once ``s`` committed, else None."""
     allowed = {"pause": (("sending", "scheduled"), "paused"), "cancel": (("draft", "scheduled", "sending", "paused"),
                                                                           "cancelled")}
-    with rt.session() as s:
-        c = get_campaign(s, campaign_id)
-        if action == "resume":
-            if c.status != "paused":
-                raise accounts.MailError(f"campaign {campaign_id} is {c.status}, not paused")
-            c.status = "sending"
-            tenant_id = c.tenant_id
-        else:
-            before, after = allowed[action]
-            if c.status not in before:
-                raise accounts.MailError(f"campaign {campaign_id} is {c.status}: cannot {action}")
-            c.status = after
-            if after == "cancelled":
-                c.finished_at = utcnow()
-                if c.batch_id:
-                    s.execute(sa.update(JobBatch).where(JobBatch.id == c.batch_id).values(finished_at=utcnow()))
-            return
-    rt.enqueue("SendEmailCampaignJob", campaign_id, tenant_id=tenant_id)
+    c = get_campaign(s, campaign_id)
+    if action == "resume":
+        if c.status != "paused":
+            raise accounts.MailError(f"campaign {campaign_id} is {c.status}, not paused")
+        c.status = "sending"
+        tenant_id = c.tenant_id
+        s.flush()
+
+        def undo() -> None:
+            with rt.session() as s2:
+                s2.execute(sa.update(EmailCampaign).where(EmailCampaign.id == campaign_id,
+                                                          EmailCampaign.status == "sending").values(status="paused"))
+
+        return (lambda: rt.enqueue("SendEmailCampaignJob", campaign_id, tenant_id=tenant_id)), undo
+    before, after = allowed[action]
+    if c.status not in before:
+        raise accounts.MailError(f"campaign {campaign_id} is {c.status}: cannot {action}")
+    c.status = after
+    if after == "cancelled":
+        c.finished_at = utcnow()
+        if c.batch_id:
+            s.execute(sa.update(JobBatch).where(JobBatch.id == c.batch_id).values(finished_at=utcnow()))
+    return None
 
 
 # ---------------------------------------------------------------- the runner

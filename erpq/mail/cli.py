@@ -10,7 +10,8 @@ from __future__ import annotations
 import getpass
 import os
 
-from ..cli_support import CliError, Group, ops_for, out
+from ..cli_support import CliError, Group, bounded_text, column_text, id_int, ops_for, out, port_int
+from .models import EmailAccount
 
 ACCOUNT_COLUMNS = ["id", "tenant", "email", "imap", "smtp", "folders", "is_active", "last_synced_at",
                    "messages", "backoff", "last_error"]
@@ -97,42 +98,42 @@ def register(groups, common) -> None:
     a = sub.add_parser("add", help="add an account (passwords from --*-password-env or a prompt)",
                        parents=[common])
     a.set_defaults(handler=cmd_account_add, needs_runtime=True)
-    a.add_argument("email", help="the account's address")
-    a.add_argument("--tenant", required=True, help="tenant slug or id")
-    a.add_argument("--name", help="display name (default: the address)")
-    a.add_argument("--owner", type=int, help="owner user id")
-    a.add_argument("--imap-host", required=True, help="IMAP server host")
-    a.add_argument("--imap-port", type=int, help="IMAP port (default 993 with tls, else 143)")
+    a.add_argument("email", type=column_text(EmailAccount, "email"), help="the account's address")
+    a.add_argument("--tenant", required=True, type=bounded_text(64), help="tenant slug or id")
+    a.add_argument("--name", type=column_text(EmailAccount, "name"), help="display name (default: the address)")
+    a.add_argument("--owner", type=id_int, help="owner user id")
+    a.add_argument("--imap-host", required=True, type=column_text(EmailAccount, "imap_host"), help="IMAP server host")
+    a.add_argument("--imap-port", type=port_int, help="IMAP port (default 993 with tls, else 143)")
     a.add_argument("--imap-security", choices=("none", "starttls", "tls"), default="tls", help="IMAP transport security")
-    a.add_argument("--imap-username", help="IMAP login (default: the address)")
+    a.add_argument("--imap-username", type=column_text(EmailAccount, "username"), help="IMAP login (default: the address)")
     a.add_argument("--imap-password-env", metavar="VAR", help="environment variable holding the IMAP password")
-    a.add_argument("--smtp-host", help="SMTP server host (default: the IMAP host)")
-    a.add_argument("--smtp-port", type=int, help="SMTP port (default 465 tls, 587 starttls, 25 none)")
+    a.add_argument("--smtp-host", type=column_text(EmailAccount, "smtp_host"), help="SMTP server host (default: the IMAP host)")
+    a.add_argument("--smtp-port", type=port_int, help="SMTP port (default 465 tls, 587 starttls, 25 none)")
     a.add_argument("--smtp-security", choices=("none", "starttls", "tls"), default="starttls",
                    help="SMTP transport security")
-    a.add_argument("--smtp-username", help="SMTP login (default: the IMAP login)")
+    a.add_argument("--smtp-username", type=column_text(EmailAccount, "smtp_username"), help="SMTP login (default: the IMAP login)")
     a.add_argument("--smtp-password-env", metavar="VAR", help="environment variable holding the SMTP password "
                    "(default: the IMAP password)")
-    a.add_argument("--folder", dest="folders", action="append", metavar="NAME",
+    a.add_argument("--folder", dest="folders", action="append", metavar="NAME", type=bounded_text(255),
                    help="folder to sync (repeat; default INBOX)")
     a = sub.add_parser("list", help="accounts with last sync, messages, last error and back-off",
                        parents=[common, json_flag])
     a.set_defaults(handler=cmd_account_list, needs_runtime=True)
-    a.add_argument("--tenant", help="tenant slug or id")
+    a.add_argument("--tenant", type=bounded_text(64), help="tenant slug or id")
     a = sub.add_parser("test", help="log in to IMAP and SMTP and say what worked", parents=[common, json_flag])
     a.set_defaults(handler=cmd_account_test, needs_runtime=True)
-    a.add_argument("id", type=int, help="account id")
+    a.add_argument("id", type=id_int, help="account id")
     for name, handler, text in (("disable", cmd_account_disable, "stop syncing an account"),
                                 ("enable", cmd_account_enable, "sync an account again (clears back-off)")):
         a = sub.add_parser(name, help=text, parents=[common])
         a.set_defaults(handler=handler, needs_runtime=True)
-        a.add_argument("id", type=int, help="account id")
+        a.add_argument("id", type=id_int, help="account id")
 
     c = g.cmd("sync", cmd_sync, "run crm:sync-email-accounts now, here", json=True)
-    c.add_argument("--account", type=int, help="only this account (even if backed off)")
+    c.add_argument("--account", type=id_int, help="only this account (even if backed off)")
     c = g.cmd("emails", cmd_emails, "synced emails, newest first", json=True, paged=True)
-    c.add_argument("--account", type=int, help="only this account")
-    c.add_argument("--search", help="text in the subject, addresses or Message-ID")
+    c.add_argument("--account", type=id_int, help="only this account")
+    c.add_argument("--search", type=bounded_text(998), help="text in the subject, addresses or Message-ID")
 
     try:
         from .campaign_cli import register_campaign

@@ -95,7 +95,7 @@ class _AccountOps(OpsSection):
         from . import accounts
 
         tid = self.ops.tenant_id(tenant) if tenant is not None else None
-        with self.rt.read_session() as s:
+        with self._read() as s:
             rows, total = accounts.account_rows(s, tid, search, offset, limit)
             slugs = dict(s.execute(sa.select(Tenant.id, Tenant.slug)).all())
             items = [_account_info(r, slugs.get(r.account.tenant_id, "?")) for r in rows]
@@ -126,7 +126,7 @@ class _AccountOps(OpsSection):
         cmd += [f"--folder {shlex.quote(f)}" for f in folders or []]
         self._act("mail.account.add", email, " ".join(cmd))
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 acc = accounts.add_account(
                     s, self.settings, tid, email, name=name, owner_user_id=owner_user_id, imap_host=imap_host,
                     imap_port=imap_port, imap_security=imap_security, imap_username=imap_username,
@@ -144,7 +144,7 @@ class _AccountOps(OpsSection):
         verb = "enable" if active else "disable"
         self._act(f"mail.account.{verb}", str(account_id), f"erpq mail account {verb} {account_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 accounts.set_active(s, account_id, active)
         except accounts.MailError as exc:
             raise _error(exc) from None
@@ -177,24 +177,38 @@ class _AccountOps(OpsSection):
         """Sync now, here: one account (even if backed off) or every due account."""
         from . import sync
 
+        if account_id:
+            self.account(account_id)
         self._act("mail.sync", str(account_id) if account_id else None,
                   "erpq mail sync" + (f" --account {account_id}" if account_id else ""))
-        try:
-            results = sync.sync_accounts(self.rt, [account_id] if account_id else None, force=bool(account_id))
-        except Exception as exc:
-            raise _error(exc) from None
-        return [SyncInfo(r.account_id, r.email, r.new, r.skipped, r.error, round(r.seconds, 4)) for r in results]
+        results: list = []
+
+        def run() -> None:  # IMAP is no transaction: the sync runs once the audit row committed
+            try:
+                results.extend(sync.sync_accounts(self.rt, [account_id] if account_id else None,
+                                                  force=bool(account_id)))
+            except Exception as exc:
+                raise _error(exc) from None
+
+        self._after_commit(run, keep_audit=True)  # each account's sync records its own outcome
+        return self._then(lambda: [SyncInfo(r.account_id, r.email, r.new, r.skipped, r.error, round(r.seconds, 4))
+                                   for r in results])
 
     @audited
     def sync_account(self, account_id: int) -> str:
         """Queue a sync of one account now (the console's action); returns the job id."""
         self.account(account_id)
+        import uuid
+
         self._act("mail.sync", str(account_id), f"erpq mail sync --account {account_id}")
         with self.rt.read_session() as s:
             from .models import EmailAccount
 
             tenant_id = s.scalar(sa.select(EmailAccount.tenant_id).where(EmailAccount.id == account_id))
-        return self.rt.enqueue("SyncEmailAccountJob", account_id, tenant_id=tenant_id)
+        task_id = str(uuid.uuid4())
+        self._after_commit(lambda: self.rt.enqueue("SyncEmailAccountJob", account_id, tenant_id=tenant_id,
+                                                   task_id=task_id))
+        return task_id
 
     def emails(self, account_id: int | None = None, search: str | None = None, offset: int = 0,
                limit: int = 50) -> Page:
@@ -275,7 +289,7 @@ class _CampaignOps:
     def campaign(self, campaign_id: int) -> CampaignInfo:
         from . import campaigns
 
-        with self.rt.read_session() as s:
+        with self._read() as s:
             try:
                 c = campaigns.get_campaign(s, campaign_id)
             except campaigns.accounts.MailError as exc:
@@ -303,7 +317,7 @@ class _CampaignOps:
         self._act("mail.campaign.create", name, f"erpq campaign create --tenant {shlex.quote(str(tenant))} "
                   f"--account {account_id} --name {shlex.quote(name)} --subject {shlex.quote(subject)} --body-file ...")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 cid = campaigns.create_campaign(s, tid, account_id, name, subject, body, rate_per_minute).id
         except campaigns.accounts.MailError as exc:
             raise _error(exc) from None
@@ -318,7 +332,7 @@ class _CampaignOps:
         self._act("mail.campaign.add-recipients", str(campaign_id), f"erpq campaign add-recipients {campaign_id} "
                   + (f"--csv {shlex.quote(csv_path)}" if csv_path else f"--from {source}"))
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 if csv_path:
                     return campaigns.add_recipients_csv(s, campaign_id, csv_path)
                 return campaigns.add_recipients_from(s, campaign_id, source or "contacts")
@@ -332,19 +346,24 @@ class _CampaignOps:
         verb = f"schedule {campaign_id} --at {at.isoformat()}" if at else f"send {campaign_id}"
         self._act("mail.campaign." + verb.split()[0], str(campaign_id), f"erpq campaign {verb}")
         try:
-            campaigns.start(self.rt, campaign_id, at)
+            with self._tx() as s:
+                enqueue, undo = campaigns.prepare_start(s, self.rt, campaign_id, at)
         except campaigns.accounts.MailError as exc:
             raise _error(exc) from None
-        return self.campaign(campaign_id)
+        self._after_commit(enqueue, undo)
+        return self._then(lambda: self.campaign(campaign_id))
 
     def _control(self, campaign_id: int, action: str) -> CampaignInfo:
         from . import campaigns
 
         self._act(f"mail.campaign.{action}", str(campaign_id), f"erpq campaign {action} {campaign_id}")
         try:
-            campaigns.set_status(self.rt, campaign_id, action)
+            with self._tx() as s:
+                steps = campaigns.prepare_status(s, self.rt, campaign_id, action)
         except campaigns.accounts.MailError as exc:
             raise (_error(exc) if str(exc).startswith("unknown") else Conflict(str(exc))) from None
+        if steps:
+            self._after_commit(*steps)
         return self.campaign(campaign_id)
 
     @audited

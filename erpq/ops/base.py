@@ -226,7 +226,12 @@ def _audited(method):
     session and everything commits once, or nothing does. Work outside the
     database (enqueueing on the queue store) is registered with
     ``self._after_commit(do, undo)`` and done once the commit succeeded; if it
-    fails, ``undo`` compensates and the audit rows are deleted again.
+    fails, ``undo`` compensates and the audit rows are deleted again (unless the
+    step was registered with ``keep_audit=True``: its committed record stands).
+
+    A method whose answer can only be read once everything committed (a run
+    done after commit, a row read back) returns ``self._then(fn)``: the caller
+    gets ``fn()``, called after the after-commit steps.
     """
 
     @functools.wraps(method)
@@ -255,25 +260,33 @@ def _audited(method):
             after = state.after or []
             state.pending = state.session = state.after = None
         _run_after_commit(self, after, audit_ids)
-        return result
+        return result.fn() if isinstance(result, _Then) else result
 
     return wrapper
 
 
+@dataclass
+class _Then:
+    """An action's answer, computed once the action committed (``OpsCore._then``)."""
+
+    fn: Any
+
+
 def _run_after_commit(core, steps: list, audit_ids: list[int]) -> None:
     """Do the after-commit steps in order; on a failure undo the steps not done
-    (and, when none was done, delete the action's audit rows), then re-raise."""
-    for i, (do, _undo) in enumerate(steps):
+    (and, when none was done and the step did not say its record stands, delete
+    the action's audit rows), then re-raise."""
+    for i, (do, _undo, _keep) in enumerate(steps):
         try:
             do()
         except BaseException:
-            for _do, undo in steps[i:]:
+            for _do, undo, _k in steps[i:]:
                 if undo is not None:
                     try:
                         undo()
                     except Exception:  # the original error is the one to report
                         pass
-            if i == 0 and audit_ids:
+            if i == 0 and audit_ids and not _keep:
                 try:
                     with core.rt.session() as s:
                         s.execute(sa.delete(AuditLog).where(AuditLog.id.in_(audit_ids)))
@@ -326,14 +339,35 @@ class OpsCore:
         yield state.session
         state.session.flush()
 
-    def _after_commit(self, do, undo=None) -> None:
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A session to read in: inside an ``@_audited`` action that has written, the
+        action's own (it sees the action's writes, not yet committed); else a read session."""
+        state = self._audit_state
+        if getattr(state, "pending", None) is not None and state.session is not None:
+            state.session.flush()
+            yield state.session
+            return
+        with self.rt.read_session() as s:
+            yield s
+
+    def _after_commit(self, do, undo=None, keep_audit: bool = False) -> None:
         """Run ``do()`` once the action's transaction committed (at once outside an
-        action); if it fails, ``undo()`` takes the committed record back."""
+        action); if it fails, ``undo()`` takes the committed record back and the
+        audit rows are deleted. ``keep_audit=True``: what committed stands when
+        ``do()`` fails (e.g. a run whose record a sweep picks up or that records its
+        own failure), so its audit row stays."""
         after = getattr(self._audit_state, "after", None)
         if after is None:
-            _run_after_commit(self, [(do, undo)], [])
+            _run_after_commit(self, [(do, undo, keep_audit)], [])
         else:
-            after.append((do, undo))
+            after.append((do, undo, keep_audit))
+
+    @staticmethod
+    def _then(fn) -> Any:
+        """Return this from an ``@_audited`` action to answer ``fn()`` after the commit
+        and the after-commit steps (e.g. the result of a run done after commit)."""
+        return _Then(fn)
 
     def take_command(self) -> str | None:
         """The equivalent ``erpq`` command line of the last action on this thread
@@ -416,8 +450,14 @@ class OpsSection:
         so the action and its audit row commit together."""
         return self.ops._tx()
 
-    def _after_commit(self, do, undo=None) -> None:
-        self.ops._after_commit(do, undo)
+    def _after_commit(self, do, undo=None, keep_audit: bool = False) -> None:
+        self.ops._after_commit(do, undo, keep_audit)
+
+    def _read(self):
+        """A session to read in that sees the action's own writes (see ``OpsCore._read``)."""
+        return self.ops._read()
+
+    _then = staticmethod(OpsCore._then)
 
     @property
     def settings(self) -> Any:

@@ -36,10 +36,24 @@ class EventOps(OpsCore):
         data = json.dumps(payload, separators=(",", ":"))
         self._act("event.emit", name, f"erpq event emit {shlex.quote(name)} --tenant {shlex.quote(str(tenant))}"
                   + (f" --data {shlex.quote(data)}" if payload else ""))
-        try:
-            event_id, results = events.emit_now(name, payload, tid)
-        except events.EmitError as exc:
-            raise OpsError(str(exc)) from None
-        effects = [f"{label.rsplit('.', 1)[-1]}: {item}" for label, result in results.items()
-                   if isinstance(result, list | tuple) for item in result]
-        return EmitOutcome(event_id=str(event_id), name=name, tenant_id=tid, handlers=len(results), effects=effects)
+        # The outbox row commits with the audit row; the fan-out runs after the commit
+        # (a fan-out that fails leaves the event pending: the runners' sweep retries it).
+        with self._tx() as s:
+            event_id = events.write_outbox(s, name, payload, tid)
+        results: dict[str, Any] = {}
+
+        def fan_out() -> None:
+            try:
+                results.update(events.dispatch(self.rt, event_id, raise_errors=True) or {})
+            except events.EmitError as exc:
+                raise OpsError(str(exc)) from None
+
+        self._after_commit(fan_out, keep_audit=True)
+
+        def outcome() -> EmitOutcome:
+            effects = [f"{label.rsplit('.', 1)[-1]}: {item}" for label, result in results.items()
+                       if isinstance(result, list | tuple) for item in result]
+            return EmitOutcome(event_id=str(event_id), name=name, tenant_id=tid, handlers=len(results),
+                               effects=effects)
+
+        return self._then(outcome)

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 
 from ..db import utcnow
 from ..models import JobBatch, JobRun, Lock, Runner
-from ..runtime import locks
 from .base import Conflict, NotFound, OpsCore, Page, _audited, _Record, text_search
 
 # ====================================================================== records
@@ -184,14 +183,20 @@ class FleetOps(OpsCore):
         if not info.stale and not force:
             raise Conflict(f"lock {name!r} is held by live runner {info.holder}; use --force to release it anyway")
         self._act("lock.release", name, f"erpq lock release {shlex.quote(name)}" + (" --force" if force else ""))
-        locks.release(self.rt.Session, name)
-
+        with self._tx() as s:
+            s.execute(sa.delete(Lock).where(Lock.name == name))
 
     @_audited
     def recover(self) -> int:
-        """Re-enqueue the in-flight work of dead runners now; returns how many jobs."""
+        """Re-enqueue the in-flight work of dead runners now; returns how many jobs.
+
+        Recovery moves work inside the queue store (no database transaction can
+        hold it), so it runs once the audit row committed; what it re-enqueued
+        stands if it fails midway (so does the audit row)."""
         self._act("queue.recover", None, "erpq queue recover")
-        return self.rt.recover_dead_runners()
+        done: list[int] = []
+        self._after_commit(lambda: done.append(self.rt.recover_dead_runners()), keep_audit=True)
+        return self._then(lambda: done[0])
 
 
 # ====================================================================== conversions

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_support import CliError, Group, ops_for, out, parse_json_arg
+from ..cli_support import (
+    JSON_OPTION_BYTES,
+    CliError,
+    Group,
+    bounded_text,
+    column_text,
+    cron_arg,
+    id_int,
+    ops_for,
+    out,
+    parse_json_arg,
+    timezone_arg,
+)
 from .export import FORMATS
+from .models import Report
 
 REPORT_COLUMNS = ["id", "tenant", "name", "kind", "filters", "columns"]
 SCHEDULE_COLUMNS = ["id", "tenant", "report_id", "report", "cron_expression", "timezone", "format", "recipients",
@@ -21,7 +34,7 @@ def _list(text: str | None) -> list[str] | None:
 
 
 def cmd_create(args, rt) -> int:
-    filters = parse_json_arg(args.filters, "--filters") if args.filters else None
+    filters = parse_json_arg(args.filters, "--filters", JSON_OPTION_BYTES) if args.filters else None
     if filters is not None and not isinstance(filters, dict):
         raise CliError("--filters: give a JSON object")
     info = _reports(args, rt).create(args.tenant, args.name, args.kind, filters, _list(args.columns))
@@ -84,24 +97,24 @@ def cmd_schedule(args, rt) -> int:
 def register(groups, common: argparse.ArgumentParser) -> None:
     g = Group(groups, common, "report", "reports: definitions, exports (pdf, xlsx, csv) and schedules")
     c = g.cmd("create", cmd_create, "create a report definition", json=True)
-    c.add_argument("name", help="the report's name")
-    c.add_argument("--kind", required=True, help="the report kind (see 'erpq report kinds')")
-    c.add_argument("--tenant", required=True, help="the tenant (slug or id)")
+    c.add_argument("name", type=column_text(Report, "name"), help="the report's name")
+    c.add_argument("--kind", required=True, type=bounded_text(64), help="the report kind (see 'erpq report kinds')")
+    c.add_argument("--tenant", required=True, type=bounded_text(64), help="the tenant (slug or id)")
     c.add_argument("--filters", help='JSON object, e.g. {"date_from": "2026-01-01", "status": "open"}')
-    c.add_argument("--columns", help="comma-separated columns to include, in order (default: all)")
+    c.add_argument("--columns", type=bounded_text(4000), help="comma-separated columns to include, in order (default: all)")
     c = g.cmd("list", cmd_list, "list report definitions", json=True, paged=True)
-    c.add_argument("--tenant", help="only this tenant's reports")
+    c.add_argument("--tenant", type=bounded_text(64), help="only this tenant's reports")
     g.cmd("kinds", cmd_kinds, "list the built-in report kinds", json=True)
     c = g.cmd("run", cmd_run, "export a report now and print the file's path")
-    c.add_argument("id", type=int, help="the report id")
+    c.add_argument("id", type=id_int, help="the report id")
     c.add_argument("--format", choices=FORMATS, default="pdf", help="pdf, xlsx or csv (default pdf)")
     c.add_argument("--out", help="write to this path (default: the configured reports folder)")
-    c.add_argument("--email", metavar="ADDRESSES", help="queue ExportReportJob emailing it to these (comma-separated)")
+    c.add_argument("--email", metavar="ADDRESSES", type=bounded_text(4000), help="queue ExportReportJob emailing it to these (comma-separated)")
     c = g.cmd("schedule", cmd_schedule, "report schedules: add, list, pause, resume, remove, run", json=True,
               paged=True)
     c.add_argument("action", choices=("add", "list", "pause", "resume", "remove", "run"), help="what to do")
-    c.add_argument("id", type=int, nargs="?", help="add: the report id; others: the schedule id")
-    c.add_argument("--cron", help="add: cron expression, e.g. '0 7 * * 1-5'")
-    c.add_argument("--timezone", default="UTC", help="add: the zone the cron expression is read in (default UTC)")
+    c.add_argument("id", type=id_int, nargs="?", help="add: the report id; others: the schedule id")
+    c.add_argument("--cron", type=cron_arg, help="add: cron expression, e.g. '0 7 * * 1-5'")
+    c.add_argument("--timezone", default="UTC", type=timezone_arg, help="add: the zone the cron expression is read in (default UTC)")
     c.add_argument("--format", choices=FORMATS, default="pdf", help="add: pdf, xlsx or csv (default pdf)")
-    c.add_argument("--to", help="add: recipients, comma-separated email addresses")
+    c.add_argument("--to", type=bounded_text(4000), help="add: recipients, comma-separated email addresses")

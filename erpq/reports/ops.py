@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,7 @@ class ReportOps(OpsSection):
             return Page([_report_info(r, slug) for r, slug in rows], total, offset, limit)
 
     def report(self, report_id: int) -> ReportInfo:
-        with self.rt.read_session() as s:
+        with self._read() as s:
             row = s.execute(sa.select(Report, Tenant.slug).join(Tenant, Tenant.id == Report.tenant_id)
                             .where(Report.id == int(report_id))).first()
             if row is None:
@@ -104,7 +105,7 @@ class ReportOps(OpsSection):
 
     def schedule(self, schedule_id: int) -> ScheduleInfo:
         q = schedules.schedules_query().add_columns(Tenant.slug).join(Tenant, Tenant.id == ReportSchedule.tenant_id)
-        with self.rt.read_session() as s:
+        with self._read() as s:
             row = s.execute(q.where(ReportSchedule.id == int(schedule_id))).first()
             if row is None:
                 raise NotFound(f"no report schedule with id {schedule_id}")
@@ -129,7 +130,7 @@ class ReportOps(OpsSection):
             cmd += f" --columns {shlex.quote(','.join(columns))}"
         self._act("report.create", name, cmd)
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 rid = service.create_report(s, tenant_id, name, kind, filters, columns).id
         except ReportError as exc:
             raise _invalid(exc) from None
@@ -141,10 +142,18 @@ class ReportOps(OpsSection):
         self.report(report_id)
         self._act("report.run", str(report_id), f"erpq report run {report_id} --format {fmt}"
                   + (f" --out {shlex.quote(str(out))}" if out else ""))
-        try:
-            return str(service.export_report(self.rt, int(report_id), fmt, out))
-        except ReportError as exc:
-            raise _invalid(exc) from None
+        # The export writes a file, no rows: it runs once the audit row committed (a
+        # failed export takes the audit row back).
+        done: list[str] = []
+
+        def export() -> None:
+            try:
+                done.append(str(service.export_report(self.rt, int(report_id), fmt, out)))
+            except ReportError as exc:
+                raise _invalid(exc) from None
+
+        self._after_commit(export)
+        return self._then(lambda: done[0])
 
     @audited
     def email(self, report_id: int, fmt: str, recipients: list[str]) -> str:
@@ -156,7 +165,10 @@ class ReportOps(OpsSection):
             raise _invalid(exc) from None
         self._act("report.email", str(report_id), f"erpq report run {report_id} --format {fmt} --email "
                   + shlex.quote(",".join(recips)))
-        return self.rt.enqueue(schedules.JOB, int(report_id), fmt, None, None, recips)
+        task_id = str(uuid.uuid4())
+        self._after_commit(lambda: self.rt.enqueue(schedules.JOB, int(report_id), fmt, None, None, recips,
+                                                   task_id=task_id))
+        return task_id
 
     @audited
     def add_schedule(self, report_id: int, cron: str, tz: str = "UTC", fmt: str = "pdf",
@@ -166,7 +178,7 @@ class ReportOps(OpsSection):
                   f"erpq report schedule add {report_id} --cron {shlex.quote(cron)} --timezone {shlex.quote(tz)} "
                   f"--format {fmt}" + (f" --to {shlex.quote(','.join(recipients))}" if recipients else ""))
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 sid = schedules.add_schedule(s, int(report_id), cron, tz, fmt, recipients).id
         except (schedules.ScheduleError, ReportError) as exc:
             raise _invalid(exc) from None
@@ -179,7 +191,7 @@ class ReportOps(OpsSection):
         verb = "resume" if active else "pause"
         self._act(f"report.schedule.{verb}", str(schedule_id), f"erpq report schedule {verb} {schedule_id}")
         try:
-            with self.rt.session() as s:
+            with self._tx() as s:
                 schedules.set_active(s, int(schedule_id), active)
         except schedules.ScheduleError as exc:
             raise _invalid(exc) from None
@@ -198,7 +210,7 @@ class ReportOps(OpsSection):
     def remove_schedule(self, schedule_id: int) -> None:
         self.schedule(schedule_id)
         self._act("report.schedule.remove", str(schedule_id), f"erpq report schedule remove {schedule_id}")
-        with self.rt.session() as s:
+        with self._tx() as s:
             s.execute(sa.delete(ReportSchedule).where(ReportSchedule.id == int(schedule_id)))
 
     @audited
@@ -206,5 +218,8 @@ class ReportOps(OpsSection):
         """Queue the schedule's export and email now (its next_run_at is unchanged); returns the job id."""
         info = self.schedule(schedule_id)
         self._act("report.schedule.run", str(schedule_id), f"erpq report schedule run {schedule_id}")
-        return self.rt.enqueue(schedules.JOB, info.report_id, info.format, info.id,
-                               dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat())
+        task_id = str(uuid.uuid4())
+        self._after_commit(lambda: self.rt.enqueue(schedules.JOB, info.report_id, info.format, info.id,
+                                                   dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                                                   task_id=task_id))
+        return task_id

@@ -82,14 +82,32 @@ class WebhookOps(OpsSection):
     @audited
     def redeliver(self, ref: str | int) -> DeliveryInfo:
         """Send a finished delivery again (same delivery id, a full set of attempts)."""
-        from .service import WebhookError, WebhookService
+        import sqlalchemy as sa
 
+        from ..models import WebhookDelivery
+        from . import delivery
+        from .service import WebhookError, get_delivery, prepare_redelivery
+
+        check_text(str(ref), "delivery", 64)
         self._act("webhook.redeliver", str(ref), f"erpq webhook redeliver {shlex.quote(str(ref))}")
         try:
-            d = WebhookService(self.rt).redeliver(ref)
+            with self._tx() as s:
+                d = get_delivery(s, ref)
+                was = {"status": d.status, "attempts": d.attempts, "job_id": d.job_id,
+                       "next_retry_at": d.next_retry_at}
+                d, token = prepare_redelivery(s, ref)
+                info = _delivery_info(d)
         except WebhookError as exc:
             raise _webhook_error(exc) from None
-        return _delivery_info(d)
+        rt = self.rt
+
+        def undo() -> None:  # the job was not enqueued: the delivery is as it was
+            with rt.session() as s2:
+                s2.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == info.id,
+                                                            WebhookDelivery.job_id == token).values(**was))
+
+        self._after_commit(lambda: delivery.enqueue(rt, info.id, token, info.tenant_id), undo)
+        return info
 
     @audited
     def disable(self, webhook_id: int, reason: str | None = None) -> WebhookInfo:

@@ -164,7 +164,7 @@ def create_deliveries(s: Session, tenant_id: int, event: str, payload: Any,
 def get_delivery(s: Session, ref: str | int) -> WebhookDelivery:
     """A delivery by its delivery id (``msg_...``) or its row number."""
     d = None
-    if isinstance(ref, int) or str(ref).isdigit():
+    if (isinstance(ref, int) or str(ref).isdecimal()) and 0 < int(ref) <= 2**31 - 1:  # an id column's range
         d = s.get(WebhookDelivery, int(ref))
     if d is None:
         d = s.scalar(sa.select(WebhookDelivery).where(WebhookDelivery.delivery_id == str(ref)))
