@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,16 @@ def audit(runtime: Runtime):
 
 def head(app: ErpqConsole, view: str) -> str:
     return app.view(view).query_one("#head").text
+
+
+async def head_when(app: ErpqConsole, pilot, view: str, text: str, timeout: float = 10.0) -> str:
+    """The view's head line once it holds ``text`` (a view shown for the first time
+    fills on its first poll, which may land after the key press settled)."""
+    deadline = time.monotonic() + timeout
+    while text not in (line := head(app, view)) and time.monotonic() < deadline:
+        app.poll_now()
+        await settle(app, pilot)
+    return line
 
 
 # ------------------------------------------------------------------ schedule
@@ -343,9 +354,10 @@ async def test_health_shows_no_readings_then_gauges_and_tenants(make_app, runtim
     app.ops.add_tenant("acme")
     async with app.run_test(size=(80, 24)) as pilot:
         await press(app, pilot, "4")
-        assert "no readings yet" in head(app, "health")
+        assert "no readings yet" in await head_when(app, pilot, "health", "no readings yet")
         await press(app, pilot, "c")
-        assert "host" in head(app, "health") and "1 tenants" in head(app, "health")
+        line = await head_when(app, pilot, "health", "host")
+        assert "host" in line and "1 tenants" in line
         gauge = str(app.view("health").query_one("#gauge-queue").render())
         assert "Queue size" in gauge and "warn 1000" in gauge
         assert [table(app, "health").record(k).tenant for k in table(app, "health").keys] == ["acme"]
