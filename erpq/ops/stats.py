@@ -6,14 +6,16 @@ seconds (aligned to the clock): runs processed and failed per bucket, wait in
 queue (enqueued -> started) and run time p50/p95 per bucket, and the same over
 the whole window. ``erpq stats`` and the console's Stats section read it.
 
-The database aggregates: one ``GROUP BY`` per measure returns counts per task,
-time bucket and latency bucket (a fixed ladder of 10 buckets per decade, from
-1 ms to a day); percentiles are interpolated in their latency bucket and kept
-within the smallest and largest value seen. No run row reaches Python, so the
-read costs the same with 1,000 or 1,000,000 runs in the window's buckets
-counted once: a bucket that ended ``GRACE_S`` ago no longer changes (its runs
-are written), so an ``Ops`` keeps it and later calls read only the newest
-buckets.
+The database aggregates: one scan of the window (by the ``finished_at``
+index) and one ``GROUP BY`` return counts per task, time bucket and latency
+bucket (a fixed ladder of 10 buckets per decade, 1 ms to 100,000 s, for run
+time and for wait). A percentile is placed within its latency bucket (at most
+about 12% from the exact value) and kept within the smallest and largest value
+seen. No run row reaches Python. A bucket that ended ``GRACE_S`` ago no longer
+changes (its runs are written), so an ``Ops`` keeps what it read of it: after
+the first call, a call reads only the newest buckets (the console polls every
+``console.poll_s``). A run written later into a kept bucket shows in a new
+``Ops`` (a restarted console, the next ``erpq stats``).
 """
 
 from __future__ import annotations
@@ -94,19 +96,22 @@ class _Hist:
 
 def ladder_quantile(counts: dict[int, int], q: float, lo: float = -math.inf, hi: float = math.inf) -> float | None:
     """The ``q`` quantile of values counted per ``LADDER`` bucket (index i: below
-    ``LADDER[i]`` and at least ``LADDER[i-1]``), interpolated within its bucket and
-    kept within ``[lo, hi]``, the smallest and largest value seen."""
+    ``LADDER[i]`` and at least ``LADDER[i-1]``): the nearest-rank value, placed in
+    its bucket as if the bucket's values were evenly spread (so within half a
+    bucket, about 12%, of the exact one) and kept within ``[lo, hi]``, the
+    smallest and largest value seen."""
     total = sum(counts.values())
     if not total:
         return None
-    rank = q * total
+    rank = max(1, math.ceil(q * total - 1e-9))  # nearest rank, 1-based
     seen = 0
     for i in sorted(counts):
         n = counts[i]
         if seen + n >= rank:
+            # The n values of the bucket taken as evenly spread across it.
             low = LADDER[i - 1] if i > 0 else 0.0
             high = LADDER[i] if i < len(LADDER) else LADDER[-1]
-            value = low + (high - low) * ((rank - seen) / n if n else 0.0)
+            value = low + (high - low) * (rank - seen - 0.5) / n
             return round(min(max(value, lo), hi), 4)
         seen += n
     return round(min(max(LADDER[-1], lo), hi), 4)
