@@ -29,7 +29,7 @@ STATUSES = (None, *RUN_STATUSES)
 #: Stats windows, in the order ``w`` cycles through them, and how they read.
 WINDOW_TEXT = {"hour": "last hour by minute", "day": "last day by hour"}
 STATS_COLUMNS = [("task", "Task", 22), ("per_min", "Runs/m", 7), ("failed", "Fail/m", 6), ("wait", "Wait p95", 8),
-                 ("run50", "Run p50", 8), ("run95", "Run p95", 8), ("trend", "Trend", None)]
+                 ("run50", "Run p50", 8), ("run95", "Run p95", 8), ("trend", "Trend", 8)]
 
 
 class ActivityView(View):
@@ -140,6 +140,13 @@ class ActivityView(View):
             text += f" · {total.processed:,} runs, {total.failed:,} failed · {len(items) - 1} tasks"
         self.head(text)
         self.refresh_info()
+        # The trend column takes the width left once the table is laid out: draw again then.
+        self.call_after_refresh(self._refit_trend, items, width)
+
+    def _refit_trend(self, items: list[Any], width: int) -> None:
+        column = self.table.columns.get(ColumnKey("trend"))
+        if self.stats_mode and column is not None and column.width != width:
+            self._show_stats(items)
 
     def _show_strip(self, t: Any) -> None:
         self.query_one("#spark-processed", SparkRow).show(
