@@ -51,6 +51,10 @@ class TaskStats(_Record):
 def stats(ops: Any, minutes: float = 60, buckets: int = 12) -> list[TaskStats]:
     """Per-task throughput and latency over the last ``minutes`` (finished runs), in
     ``buckets`` buckets: ``ops.throughput`` (aggregated by the database)."""
+    if not 0 < minutes <= buckets * 86_400 / 60 or minutes != minutes:
+        from .ops import Invalid
+
+        raise Invalid(f"minutes must be more than 0 and at most {buckets * 1440:,} (got {minutes:g})")
     bucket_s = max(1, round(minutes * 60 / buckets))
     return [TaskStats(t.task_name, t.processed, t.failed, t.per_min, t.failed_per_min, t.wait_p50_s, t.wait_p95_s,
                       t.run_p50_s, t.run_p95_s, t.processed_series)

@@ -334,3 +334,12 @@ async def test_queue_health_and_panels_name_tenants():
         await settle(app, pilot)
         subs = app.view("webhook_subscriptions").table
         assert [str(subs.cells(k)[1]) for k in subs.keys] == ["Globex", "Acme Corp", "#3"]
+
+
+def test_erpq_stats_refuses_a_bad_window(runtime):
+    from erpq.metrics import stats
+    from erpq.ops import Invalid
+
+    for bad in (0, -5, 17_281, float("nan")):
+        with pytest.raises(Invalid, match="minutes must be"):
+            stats(Ops(runtime), minutes=bad)
