@@ -164,6 +164,9 @@ class ActivityView(View):
             record = self.table.selected_record if self.table.row_count else None
             if record is not None:
                 self._show_strip(record)
+            else:
+                for row in self.query(SparkRow):
+                    row.show([], "")
 
     def action_toggle_stats(self) -> None:
         self.stats_mode = not self.stats_mode
