@@ -104,12 +104,13 @@ def _probe_lines(ops: Any, tz: Any) -> list[str]:
     return lines
 
 
-def _tenant_queue_lines(ops: Any, name: Any) -> list[str]:
+def _tenant_queue_lines(ops: Any, name: Any = None) -> list[str]:
+    """The queue per tenant; ``name(tenant_id)`` gives the name shown (default: the slug)."""
     rows = ops.queue_by_tenant()
     if not rows:
         return []
     lines = ["", "Queue per tenant:  tenant        pending  running  oldest     done/5m"]
     for r in rows:
         age = f"{r.oldest_age_s:.0f}s" if r.oldest_age_s is not None else "-"
-        lines.append(f"                   {(name(r.tenant_id) if r.tenant_id else r.tenant)[:12]:<12} {r.pending:>8,} {r.running:>8} {age:>8} {r.done_last_5m:>9}")
+        lines.append(f"                   {(name(r.tenant_id) if name and r.tenant_id else r.tenant)[:12]:<12} {r.pending:>8,} {r.running:>8} {age:>8} {r.done_last_5m:>9}")
     return lines
