@@ -51,13 +51,18 @@ class CapabilityError(RuntimeError):
 
 @dataclass(frozen=True)
 class PanelAction:
-    """A key on a capability panel: calls ``ops.section(cap).<method>(row_id)``."""
+    """A key on a capability panel: calls ``ops.section(cap).<method>(row_id)``, or
+    ``<method>(row_id, text)`` when it has a ``prompt``."""
 
     key: str
     label: str
     method: str
     #: A confirmation question ("{id}" is replaced by the row id); None: no question.
     confirm: str | None = None
+    #: Ask for a line of text first (e.g. a reason; "{id}" replaced) and pass it on.
+    prompt: str | None = None
+    #: The text the prompt starts with (and what read-only mode would have sent).
+    default: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class PanelSpec:
     row_id: str = "id"
     #: One line shown above the table; may use the counts a ``summary`` Ops method returns.
     summary: str = ""
+    #: The Ops section method giving ``{summary}`` (a string).
+    summary_read: str = "summary"
     view: str = ""
     #: Place among the console's tabs (core views are 10, 20, 30, 50, 60, 70).
     order: int = 100

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 UTC = dt.UTC
@@ -218,3 +219,36 @@ def head_revision() -> str:
         for ref in (rev.down_revision, rev.dependencies):
             heads -= {ref} if isinstance(ref, str) else set(ref or ())
     return "+".join(sorted(heads))
+
+
+class seconds_between(sa.sql.functions.FunctionElement):  # noqa: N801 (an SQL function)
+    """``seconds_between(a, b)``: seconds from datetime column ``a`` to ``b`` as a
+    float, computed by the database (for aggregating durations in SQL)."""
+
+    type = sa.Float()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(seconds_between)
+def _seconds_between_default(element, compiler, **kw):
+    raise sa.exc.CompileError(f"seconds_between is not defined for {compiler.dialect.name}")
+
+
+@compiles(seconds_between, "sqlite")
+def _seconds_between_sqlite(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({b}) - julianday({a})) * 86400.0)"
+
+
+@compiles(seconds_between, "postgresql")
+def _seconds_between_pg(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"EXTRACT(EPOCH FROM ({b} - {a}))"
+
+
+@compiles(seconds_between, "mysql")
+@compiles(seconds_between, "mariadb")
+def _seconds_between_mysql(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0)"

@@ -2,7 +2,8 @@
 
 - ``stats(ops, minutes)``: per task, over the last ``minutes`` of run history:
   jobs/min processed and failed, wait in queue (enqueued → started) and run
-  time, p50 and p95. ``erpq stats [--json]`` prints it.
+  time, p50 and p95 (``ops.throughput``, aggregated in SQL; the console's
+  Stats section reads the same). ``erpq stats [--json]`` prints it.
 - ``prometheus_text(ops)``: the Prometheus text format (0.0.4): queue depth per
   state, runs per task and status (counters), run-time histograms per task,
   runner heartbeat age and liveness, alerts per severity, and what each Ops
@@ -26,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .ops.base import _Record
+from .ops.stats import ALL
 
 #: Run-time histogram buckets (seconds).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -46,62 +48,17 @@ class TaskStats(_Record):
     spark: list[int]
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+def stats(ops: Any, minutes: float = 60, buckets: int = 12) -> list[TaskStats]:
+    """Per-task throughput and latency over the last ``minutes`` (finished runs), in
+    ``buckets`` buckets: ``ops.throughput`` (aggregated by the database)."""
+    if not 0 < minutes <= buckets * 86_400 / 60 or minutes != minutes:
+        from .ops import Invalid
 
-
-def _aware(t: dt.datetime | None) -> dt.datetime | None:
-    return t.replace(tzinfo=dt.UTC) if t is not None and t.tzinfo is None else t
-
-
-def stats(ops: Any, minutes: float = 60, buckets: int = 12, now: dt.datetime | None = None,
-          limit: int = 200_000) -> list[TaskStats]:
-    """Per-task throughput and latency over the last ``minutes`` (finished runs)."""
-    from .models import JobRun
-
-    now = now or dt.datetime.now(dt.UTC)
-    since = now - dt.timedelta(minutes=minutes)
-    q = (sa.select(JobRun.task_name, JobRun.status, JobRun.enqueued_at, JobRun.started_at, JobRun.finished_at,
-                   JobRun.duration_s)
-         .where(JobRun.finished_at >= since)
-         .order_by(JobRun.id.desc()).limit(limit))
-    with ops.rt.read_session() as s:
-        rows = s.execute(q).all()
-    per: dict[str, dict[str, Any]] = {}
-    width = minutes * 60 / buckets
-    for name, status, enq, started, finished, took in rows:
-        d = per.setdefault(name, {"ok": 0, "failed": 0, "wait": [], "run": [], "spark": [0] * buckets})
-        if status in ("failed", "retrying", "abandoned"):
-            d["failed"] += 1
-        elif status in ("success",):
-            d["ok"] += 1
-        else:
-            continue
-        enq, started, finished = _aware(enq), _aware(started), _aware(finished)
-        if enq and started:
-            d["wait"].append(max((started - enq).total_seconds(), 0.0))
-        if took is not None:
-            d["run"].append(took)
-        if finished:
-            i = int((finished - since).total_seconds() // width)
-            d["spark"][min(max(i, 0), buckets - 1)] += 1
-    out = []
-    for name, d in sorted(per.items()):
-        done = d["ok"] + d["failed"]
-        out.append(TaskStats(name, done, d["failed"], round(done / minutes, 3), round(d["failed"] / minutes, 3),
-                             _r(percentile(d["wait"], .5)), _r(percentile(d["wait"], .95)),
-                             _r(percentile(d["run"], .5)), _r(percentile(d["run"], .95)), d["spark"]))
-    return out
-
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 4)
+        raise Invalid(f"minutes must be more than 0 and at most {buckets * 1440:,} (got {minutes:g})")
+    bucket_s = max(1, round(minutes * 60 / buckets))
+    return [TaskStats(t.task_name, t.processed, t.failed, t.per_min, t.failed_per_min, t.wait_p50_s, t.wait_p95_s,
+                      t.run_p50_s, t.run_p95_s, t.processed_series)
+            for t in ops.throughput(bucket_s, buckets) if t.task_name != ALL]
 
 
 # ====================================================================== Prometheus text

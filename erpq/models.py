@@ -37,6 +37,11 @@ Money = sa.Numeric(14, 2)
 # ====================================================================== operations
 
 
+#: Every status a run in the history can have (``JobRun.status``).
+RUN_STATUSES = ("failed", "success", "running", "retrying", "enqueued", "skipped", "missed", "abandoned",
+                "cancelled", "revoked", "expired")
+
+
 class JobRun(Base):
     """One run of a job or a periodic task: the run history."""
 

@@ -19,7 +19,8 @@ from erpq.ops import (
     RunnerInfo,
     ScheduleEntry,
 )
-from erpq.webhooks.ops import DeliveryInfo
+from erpq.ops.stats import ALL, TaskThroughput
+from erpq.webhooks.ops import DeliveryInfo, WebhookInfo
 
 NOW = dt.datetime(2024, 5, 6, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -154,6 +155,26 @@ class FakeOps:
                 LockInfo("periodic:crm:sync-email-accounts", "ops-2:99:def456", "r3", at(-900), at(-780), 900.0,
                          True)]
 
+    def tenant_names(self) -> dict[int, str]:
+        return {1: "Acme Corp", 2: "Globex"}  # tenant 3 is unknown: shown by its id
+
+    def throughput(self, bucket_s: int = 60, buckets: int = 60) -> list[TaskThroughput]:
+        start = NOW - dt.timedelta(seconds=bucket_s * (buckets - 1))
+
+        def series(task: str, scale: int, fail_every: int, run: float) -> TaskThroughput:
+            done = [(i * scale) % 7 + scale for i in range(buckets)]
+            failed = [n // fail_every for n in done]
+            t = TaskThroughput(task, sum(done), sum(failed), round(sum(done) / (buckets * bucket_s / 60), 3),
+                               round(sum(failed) / (buckets * bucket_s / 60), 3), 0.4, 2.5, run, run * 3,
+                               start, bucket_s, done, failed, [0.4] * buckets,
+                               [2.0 + (i % 5) / 2 for i in range(buckets)], [run] * buckets,
+                               [run * (2 + i % 3) for i in range(buckets)])
+            return t
+
+        rows = [series("DeliverWebhookJob", 3, 4, 0.12), series("crm:check-activity-reminders", 1, 99, 0.21)]
+        total = series(ALL, 4, 5, 0.15)
+        return [total, *rows]
+
     def section(self, name: str) -> Any:
         return self.sections[name]
 
@@ -199,6 +220,18 @@ class FakeWebhooks:
     def summary(self) -> str:
         return "delivered 6, failed 2"
 
+    def subscription_page(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        items = [WebhookInfo(2, 2, "globex", "https://hooks.globex.example/erp", ["deal.created"], None, False, 20,
+                             at(-86400 * 5), at(-3600), "20 failures over 5 days", at(-86400 * 30)),
+                 WebhookInfo(1, 1, "acme", "https://acme.example/hooks/erpq", [], "all events", True, 0, None, None,
+                             None, at(-86400 * 60)),
+                 WebhookInfo(3, 3, "initech", "https://initech.example/in", ["invoice.created"], None, True, 2,
+                             at(-600), None, None, at(-86400))]
+        return Page(items[offset: offset + limit], len(items), offset, limit)
+
+    def subscription_summary(self) -> str:
+        return "active 1, failing 1, disabled 1"
+
     def redeliver(self, ref: str | int) -> Any:
         return None
 
@@ -217,6 +250,12 @@ class EmptyWebhooks(FakeWebhooks):
         return Page([], 0, offset, limit)
 
     def summary(self) -> str:
+        return "none"
+
+    def subscription_page(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        return Page([], 0, offset, limit)
+
+    def subscription_summary(self) -> str:
         return "none"
 
 

@@ -96,7 +96,7 @@ def test_health_critical_on_a_tenant(runtime):
     with runtime.session() as s:
         s.add(SystemHealth(tenant_id=None, checked_at=now, host="h", status="ok"))
         s.add(SystemHealth(tenant_id=tid, checked_at=now, host="h", status="critical"))
-    assert "health critical: acme" in texts(Ops(runtime))
+    assert "health critical: Acme" in texts(Ops(runtime))
 
 
 def test_failing_and_disabled_webhooks(runtime):
@@ -142,11 +142,11 @@ async def test_console_alert_line_fits_and_names_the_worst(runtime, size, anyio_
         assert len(text) <= size[0]
         assert text.startswith(" ALERTS 2  no runner alive")
         if size[0] >= 200:
-            assert "health critical: acme" in text
+            assert "health critical: Acme" in text
         else:
             assert text.endswith("+1 more (:alerts)")
         status = app.query_one("#status").text
         assert status.startswith(" erpq READ-ONLY │")
         await pilot.press("exclamation_mark")
         await pilot.pause()
-        assert "health critical: acme" in str(app.screen.query_one("#body-text").render())
+        assert "health critical: Acme" in str(app.screen.query_one("#body-text").render())

@@ -24,6 +24,7 @@ from erpq.runtime import Runtime, job, set_current
 from erpq.runtime.registry import load_capabilities, periodic_specs
 from polling import wait_until
 from tui.app import ErpqConsole, binding_ids, main, quiet_logging
+from tui.views.activity import STATUSES as ACTIVITY_STATUSES
 from tui.widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from tui.widgets.keyed_table import KeyedTable
 
@@ -407,7 +408,7 @@ async def test_activity_newest_first_filters_and_log(make_app, runtime):
         await press(app, pilot, "f")  # status: failed
         assert [table(app, "activity").record(k).task_name for k in table(app, "activity").keys] == [
             "DeliverWebhookJob"]
-        await press(app, pilot, *["f"] * 9, "slash")  # every status, then back to all
+        await press(app, pilot, *["f"] * (len(ACTIVITY_STATUSES) - 1), "slash")  # every status, then back to all
         await pilot.press(*"Export")
         await press(app, pilot, "enter")
         assert [table(app, "activity").record(k).task_name for k in table(app, "activity").keys] == [

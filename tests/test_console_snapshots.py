@@ -46,6 +46,8 @@ def test_view(snap_compare, view):
     ("business_webhooks", ("colon", *"webhooks", "enter")),
     ("command_line", ("colon", *"retry --task X")),
     ("alerts", ("exclamation_mark",)),
+    ("business_webhook_subscriptions", ("colon", *"subscriptions", "enter")),
+    ("activity_stats", ("6", "s")),
 ])
 def test_screen(snap_compare, name, presses):
     assert snap_compare(app_for(FakeOps()), terminal_size=(80, 24), run_before=keys(*presses))
@@ -59,7 +61,7 @@ def test_empty_install(snap_compare):
     assert snap_compare(app_for(EmptyOps()), terminal_size=(80, 24), run_before=keys("4"))
 
 
-@pytest.mark.parametrize("presses", [(), ("3",), ("6",)], ids=["schedule", "failed", "activity"])
+@pytest.mark.parametrize("presses", [(), ("3",), ("6",), ("6", "s")], ids=["schedule", "failed", "activity", "stats"])
 def test_wide(snap_compare, presses):
     """200x50: columns widen, the alert line shows every alert."""
     assert snap_compare(app_for(FakeOps()), terminal_size=(200, 50), run_before=keys(*presses))

@@ -125,6 +125,8 @@ class ErpqConsole(App):
         self.tz = settings.schedule.timezone
         self.undo_minutes = settings.retention.undo_minutes
         self.counts: dict[str, int] = {}
+        #: Tenant id -> name (``ops.tenant_names``, re-read with every poll; Ops caches it).
+        self.tenant_names: dict[int, str] = {}
         self.messages: list[str] = []
         self.undo_stack: list[UndoEntry] = []
         self.polls = 0
@@ -246,6 +248,7 @@ class ErpqConsole(App):
     def _poll_worker(self, view: View) -> None:
         try:
             counts = self.ops.queue_counts()
+            self.tenant_names = self.ops.tenant_names()  # one dict swapped whole: safe to read anywhere
             data, error = view.fetch(self.ops), None
         except Exception as exc:  # a database or queue outage: show it, keep polling
             counts, data, error = None, None, exc
@@ -290,6 +293,19 @@ class ErpqConsole(App):
                     self.call_after_refresh(_freeze_heap)
         if view.KEY in self._poll_again and view is self.active_view:
             self.poll_now()
+
+    def tenant(self, tenant_id: int | None) -> str:
+        """A tenant's name (its id, ``#7``, when no tenant has that id; "" for none)."""
+        if tenant_id is None:
+            return ""
+        return self.tenant_names.get(tenant_id) or f"#{tenant_id}"
+
+    def tenant_long(self, tenant_id: int | None) -> str:
+        """Name and id, for detail screens: ``Acme Corp (#1)``, ``#7 (unknown tenant)``."""
+        if tenant_id is None:
+            return "—"
+        name = self.tenant_names.get(tenant_id)
+        return f"{name} (#{tenant_id})" if name else f"#{tenant_id} (unknown tenant)"
 
     def _label_tabs(self) -> None:
         """Tab labels show the key that switches to them, rebound or not."""

@@ -65,7 +65,9 @@ class HealthOps(OpsSection):
         critical = [h for h in self.latest() if h.status == "critical"]
         if not critical:
             return []
-        names = ", ".join(h.tenant or "host" for h in critical[:4]) + (" …" if len(critical) > 4 else "")
+        known = self.ops.tenant_names()
+        names = ", ".join("host" if h.tenant_id is None else known.get(h.tenant_id) or f"#{h.tenant_id}"
+                          for h in critical[:4]) + (" …" if len(critical) > 4 else "")
         return [Alert(CRITICAL, "health", f"health critical: {names}", "erpq health")]
 
     def metrics(self) -> list:

@@ -3,7 +3,8 @@
 ``Ops`` is one facade composed of sections:
 
 - core sections, one module each: ``schedule``, ``queue``, ``failed``,
-  ``fleet`` (runs, log, batches, runners, locks), ``tenants`` (and users), and
+  ``fleet`` (runs, log, batches, runners, locks), ``tenants`` (and users),
+  ``stats`` (throughput and latency per task), and
   the audit log in ``base``;
 - capability sections (``erpq.ops.OpsSection`` subclasses each capability
   names in its ``Capability(ops=...)``), reached as ``ops.section("webhooks")``
@@ -47,10 +48,11 @@ from .failed import FailedInfo, FailedOps, FailureCluster
 from .fleet import BatchInfo, FleetOps, LockInfo, RunInfo, RunnerInfo
 from .queue import JobInfo, QueueOps
 from .schedule import ScheduleEntry, ScheduleOps
+from .stats import StatsOps, TaskThroughput
 from .tenants import TenantInfo, TenantOps, UserInfo
 
 
-class Ops(ScheduleOps, QueueOps, FailedOps, FleetOps, TenantOps, EventOps, OpsCore):
+class Ops(ScheduleOps, QueueOps, FailedOps, FleetOps, TenantOps, StatsOps, EventOps, OpsCore):
     """Every operator read and action: core sections plus capability sections."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -92,4 +94,4 @@ class Ops(ScheduleOps, QueueOps, FailedOps, FleetOps, TenantOps, EventOps, OpsCo
 
 __all__ = ["Actor", "AuditInfo", "BatchInfo", "EmitOutcome", "Conflict", "FailedInfo", "FailureCluster", "Invalid",
            "JobInfo", "LockInfo", "NotFound", "Ops", "OpsCore", "OpsError", "OpsSection", "Page", "ReadOnly",
-           "RunInfo", "RunnerInfo", "ScheduleEntry", "TenantInfo", "UserInfo", "audited", "normalise_message"]
+           "RunInfo", "RunnerInfo", "ScheduleEntry", "TaskThroughput", "TenantInfo", "UserInfo", "audited", "normalise_message"]

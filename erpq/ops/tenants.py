@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -35,8 +36,22 @@ class UserInfo(_Record):
     is_active: bool
 
 
+#: How long ``tenant_names`` keeps what it read (a renamed or new tenant shows after this).
+TENANT_NAMES_TTL_S = 30.0
+
+
 class TenantOps(OpsCore):
     # ------------------------------------------------------------ tenants and users
+    def tenant_names(self) -> dict[int, str]:
+        """Every tenant's id -> name (read at most every ``TENANT_NAMES_TTL_S``)."""
+        cached = getattr(self, "_tenant_names", None)
+        if cached is not None and time.monotonic() - cached[0] < TENANT_NAMES_TTL_S:
+            return cached[1]
+        with self.rt.read_session() as s:
+            names = {tid: name or slug for tid, slug, name in s.execute(sa.select(Tenant.id, Tenant.slug, Tenant.name))}
+        self._tenant_names = (time.monotonic(), names)
+        return names
+
     def tenants(self) -> list[TenantInfo]:
         with self.rt.read_session() as s:
             return [TenantInfo(t.id, t.slug, t.name, t.is_active, t.created_at)

@@ -28,6 +28,13 @@ class WebhookInfo(_Record):
     disabled_reason: str | None
     created_at: dt.datetime | None
 
+    @property
+    def state(self) -> str:
+        """``active``, ``failing (N)`` or ``disabled: reason``."""
+        if not self.is_active:
+            return f"disabled: {self.disabled_reason or 'no reason given'}"
+        return f"failing ({self.consecutive_failures})" if self.consecutive_failures else "active"
+
 
 @dataclass
 class DeliveryInfo(_Record):
@@ -56,6 +63,25 @@ class WebhookOps(OpsSection):
         tenant_id = self.ops.tenant_id(tenant) if tenant is not None else None
         with self.rt.read_session() as s:
             return [_webhook_info(h, slug) for h, slug in service.list_webhooks(s, tenant_id)]
+
+    def subscription_page(self, offset: int = 0, limit: int = 50, search: str | None = None) -> Page:
+        """A page of subscriptions (the disabled and failing first) for the console panel."""
+        from . import service
+
+        check_page(offset, limit)
+        with self.rt.read_session() as s:
+            rows, total = service.page_webhooks(s, offset, limit, search)
+            return Page([_webhook_info(h, slug) for h, slug in rows], total, offset, limit)
+
+    def subscription_summary(self) -> str:
+        """Subscriptions per state in one line, for the console panel."""
+        from . import service
+
+        with self.rt.read_session() as s:
+            subs = [h for h, _ in service.list_webhooks(s)]
+        active = sum(1 for h in subs if h.is_active and not h.consecutive_failures)
+        failing = sum(1 for h in subs if h.is_active and h.consecutive_failures)
+        return f"active {active:,}, failing {failing:,}, disabled {len(subs) - active - failing:,}"
 
     def deliveries(self, offset: int = 0, limit: int = 50, status: str | None = None,
                    webhook_id: int | None = None, search: str | None = None) -> Page:

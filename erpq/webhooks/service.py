@@ -93,6 +93,19 @@ def list_webhooks(s: Session, tenant_id: int | None = None,
     return [(h, slug) for h, slug in s.execute(q)]
 
 
+def page_webhooks(s: Session, offset: int = 0, limit: int = 50,
+                  search: str | None = None) -> tuple[list[tuple[Webhook, str]], int]:
+    """A page of subscriptions with their tenant's slug, the disabled and failing first;
+    ``search`` matches the URL, description or tenant slug."""
+    q = sa.select(Webhook, Tenant.slug).join(Tenant, Tenant.id == Webhook.tenant_id)
+    if search:
+        like = f"%{search}%"
+        q = q.where(sa.or_(Webhook.url.ilike(like), Webhook.description.ilike(like), Tenant.slug.ilike(like)))
+    total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+    q = q.order_by(Webhook.is_active, Webhook.consecutive_failures.desc(), Webhook.id).offset(offset).limit(limit)
+    return [(h, slug) for h, slug in s.execute(q)], total
+
+
 def disable_webhook(s: Session, webhook_id: int, reason: str = "disabled by operator") -> Webhook:
     hook = get_webhook(s, webhook_id)
     delivery.disable(s, webhook_id, reason)

@@ -56,10 +56,14 @@ class BatchesView(View):
 
     def describe(self, b: Any) -> str:
         return (f"{b.name} ({b.kind}) {b.id} · started {clock(b.created_at, self.console.tz, self.console.now())}"
-                f" · {b.pending:,} pending · {b.failed:,} failed")
+                f" · {b.pending:,} pending · {b.failed:,} failed"
+                + (f" · tenant {self.console.tenant(b.tenant_id)}" if b.tenant_id is not None else ""))
 
     def detail(self, ops: Any, b: Any) -> tuple[str, str]:
-        return f"batch {b.name}", json.dumps(ops.batch(b.id).to_dict(), indent=2, default=str)
+        info = ops.batch(b.id).to_dict()
+        if info.get("tenant_id") is not None:
+            info["tenant"] = self.console.tenant_long(info["tenant_id"])
+        return f"batch {b.name}", json.dumps(info, indent=2, default=str)
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all

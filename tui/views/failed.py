@@ -95,7 +95,8 @@ class FailedView(View):
         # The error first: at 80 columns the table cuts it, the info line shows it.
         return (f"#{r.id} {one_line(f'{r.exception_type}: {r.exception}', 300)} · {r.task_name}({r.args_summary})"
                 f" · {r.reason} after {r.attempts} attempt{'s' if r.attempts != 1 else ''}"
-                f" at {stamp(r.failed_at, tz, now)}")
+                f" at {stamp(r.failed_at, tz, now)}"
+                + (f" · tenant {self.console.tenant(r.tenant_id)}" if r.tenant_id is not None else ""))
 
     def detail(self, ops: Any, r: Any) -> tuple[str, str]:
         tz = self.console.tz
@@ -107,7 +108,7 @@ class FailedView(View):
             return f"cluster: {r.task_name} {r.exception_type}", "\n".join(lines)
         d = ops.failed_detail(r.id)
         lines = [f"Failed job: #{d.id}  (task id {d.task_id})", f"Task:       {d.task_name}",
-                 f"Tenant:     {d.tenant_id if d.tenant_id is not None else '—'}",
+                 f"Tenant:     {self.console.tenant_long(d.tenant_id)}",
                  f"Failed at:  {clock(d.failed_at, tz)}", f"Attempts:   {d.attempts}", f"Reason:     {d.reason}",
                  f"Error:      {d.exception_type}: {d.exception}", "", "Arguments:",
                  json.dumps(d.args, indent=2, default=str), "", "Traceback:", d.traceback or "(none recorded)"]

@@ -59,16 +59,17 @@ class HealthView(View):
             self.head(f"host {host.status.upper()} at {clock(host.checked_at, tz, now)} · "
                       f"{len(latest) - 1} tenants · {len(history)} readings in history")
         f = self.filter_text.lower()
-        tenants = [h for h in latest if h.tenant_id is not None and (not f or f in h.tenant.lower())]
-        rows = [(str(h.tenant_id), [h.tenant, status_text(h.status), f"{h.queue_pending:,}",
+        name = self.console.tenant
+        tenants = [h for h in latest if h.tenant_id is not None and (not f or f in name(h.tenant_id).lower())]
+        rows = [(str(h.tenant_id), [name(h.tenant_id), status_text(h.status), f"{h.queue_pending:,}",
                                     f"{h.queue_scheduled:,}", f"{h.failed_last_hour:,}",
                                     clock(h.checked_at, tz, now)]) for h in tenants]
         self.table.sync(rows, {str(h.tenant_id): h for h in tenants})
         self.refresh_info()
 
     def describe(self, h: Any) -> str:
-        return f"{h.tenant}: {h.status} · queue {h.queue_pending} pending {h.queue_scheduled} scheduled · " \
-               f"{h.failed_last_hour} failed in the last hour"
+        return f"{self.console.tenant(h.tenant_id) or h.tenant}: {h.status} · queue {h.queue_pending} pending " \
+               f"{h.queue_scheduled} scheduled · {h.failed_last_hour} failed in the last hour"
 
     def detail(self, ops: Any, h: Any) -> tuple[str, str]:
         hist = ops.health.history(h.tenant_id, 30)
@@ -77,8 +78,9 @@ class HealthView(View):
         lines += [f"  {clock(r.checked_at, tz)}  {r.status:<8} pending {r.queue_pending:<6} "
                   f"failed/h {r.failed_last_hour}" for r in reversed(hist)]
         if h.tenant_id is None:  # the host: the queue round trip over time, and the queue per tenant
-            lines += _probe_lines(ops, tz) + _tenant_queue_lines(ops)
-        return f"health of {h.tenant}", "\n".join(lines)
+            lines += _probe_lines(ops, tz) + _tenant_queue_lines(ops, self.console.tenant)
+        who = self.console.tenant_long(h.tenant_id) if h.tenant_id is not None else h.tenant
+        return f"health of {who}", "\n".join(lines)
 
     def action_check(self) -> None:
         self.console.perform("check health now", lambda ops: ops.health.check(),
@@ -102,12 +104,13 @@ def _probe_lines(ops: Any, tz: Any) -> list[str]:
     return lines
 
 
-def _tenant_queue_lines(ops: Any) -> list[str]:
+def _tenant_queue_lines(ops: Any, name: Any = None) -> list[str]:
+    """The queue per tenant; ``name(tenant_id)`` gives the name shown (default: the slug)."""
     rows = ops.queue_by_tenant()
     if not rows:
         return []
     lines = ["", "Queue per tenant:  tenant        pending  running  oldest     done/5m"]
     for r in rows:
         age = f"{r.oldest_age_s:.0f}s" if r.oldest_age_s is not None else "-"
-        lines.append(f"                   {r.tenant:<12} {r.pending:>8,} {r.running:>8} {age:>8} {r.done_last_5m:>9}")
+        lines.append(f"                   {(name(r.tenant_id) if name and r.tenant_id else r.tenant)[:12]:<12} {r.pending:>8,} {r.running:>8} {age:>8} {r.done_last_5m:>9}")
     return lines

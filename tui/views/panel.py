@@ -13,7 +13,11 @@ from typing import Any, ClassVar
 from textual.binding import Binding
 
 from ..fmt import clock
+from ..widgets.dialogs import PromptScreen
 from .base import View
+
+#: Columns that name a tenant: shown as the tenant's name.
+TENANT_COLUMNS = ("tenant", "tenant_id")
 
 
 class CapabilityPanel(View):
@@ -30,7 +34,8 @@ class CapabilityPanel(View):
         section = self.section(ops)
         page = getattr(section, self.SPEC.read)(offset=self.page_offset, limit=self.PAGE_SIZE,
                                                 search=self.filter_text or None)
-        summary = section.summary() if self.SPEC.summary and hasattr(section, "summary") else ""
+        read = getattr(self.SPEC, "summary_read", "summary")
+        summary = getattr(section, read)() if self.SPEC.summary and hasattr(section, read) else ""
         return page, summary
 
     def cell(self, value: Any) -> str:
@@ -48,6 +53,12 @@ class CapabilityPanel(View):
             return ", ".join(map(str, value))
         return str(value).replace("\n", " ")
 
+    def field(self, record: Any, name: str) -> Any:
+        """A cell of ``record``; a tenant column shows the tenant's name (the id when unknown)."""
+        if name in TENANT_COLUMNS and getattr(record, "tenant_id", None) is not None:
+            return self.console.tenant(record.tenant_id)
+        return self.cell(getattr(record, name, None))
+
     def row_id(self, record: Any) -> str:
         return str(getattr(record, self.SPEC.row_id))
 
@@ -55,7 +66,7 @@ class CapabilityPanel(View):
         page, summary = data
         self.total = page.total
         fields = [c[0] for c in self.SPEC.columns]
-        rows = [(self.row_id(r), [self.cell(getattr(r, f, None)) for f in fields]) for r in page.items]
+        rows = [(self.row_id(r), [self.field(r, f) for f in fields]) for r in page.items]
         self.table.sync(rows, {self.row_id(r): r for r in page.items})
         head = f"{self.page_text(len(page.items))} {self.SPEC.title.lower()}" if page.total \
             else f"no {self.SPEC.title.lower()}"
@@ -65,11 +76,15 @@ class CapabilityPanel(View):
         self.refresh_info()
 
     def describe(self, record: Any) -> str:
-        d = record.to_dict() if hasattr(record, "to_dict") else vars(record)
+        d = record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
+        if d.get("tenant_id") is not None:
+            d = {"tenant": self.console.tenant(d.pop("tenant_id")), **{k: v for k, v in d.items() if k != "tenant"}}
         return " · ".join(f"{k} {v}" for k, v in d.items() if v not in (None, "", []))[:400]
 
     def detail(self, ops: Any, record: Any) -> tuple[str, str]:
-        d = record.to_dict() if hasattr(record, "to_dict") else vars(record)
+        d = record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
+        if d.get("tenant_id") is not None:
+            d["tenant"] = self.console.tenant_long(d["tenant_id"])
         return f"{self.SPEC.title} {self.row_id(record)}", json.dumps(d, indent=2, default=str)
 
     def act(self, index: int) -> None:
@@ -79,10 +94,24 @@ class CapabilityPanel(View):
             return
         rid = self.row_id(record)
         cap = self.CAPABILITY
-        self.console.perform(f"{action.label.lower()} {rid}",
-                             lambda ops: getattr(ops.section(cap), action.method)(_typed(rid)),
-                             confirm=action.confirm.format(id=rid) if action.confirm else None,
-                             done=lambda _: f"{action.label.lower()}: {rid} done")
+        title = f"{action.label.lower()} {rid}"
+        done = lambda _: f"{action.label.lower()}: {rid} done"  # noqa: E731
+        if not getattr(action, "prompt", None):
+            self.console.perform(title, lambda ops: getattr(ops.section(cap), action.method)(_typed(rid)),
+                                 confirm=action.confirm.format(id=rid) if action.confirm else None, done=done)
+            return
+
+        def answered(text: str | None) -> None:
+            if text is None:
+                self.console.message(f"{title}: cancelled, nothing done", toast=False)
+                return
+            self.console.perform(title, lambda ops: getattr(ops.section(cap), action.method)(_typed(rid), text),
+                                 done=done)
+
+        if self.console.ops.read_only:  # refused anyway: say so without asking
+            answered(action.default)
+        else:
+            self.console.push_screen(PromptScreen(action.prompt.format(id=rid), action.default), answered)
 
 
 def _typed(rid: str) -> Any:

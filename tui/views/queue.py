@@ -66,7 +66,7 @@ class QueueView(View):
     def _rows(self) -> list[tuple[str, list]]:
         rows = []
         for j in self.jobs:
-            where = j.runner or (f"tenant {j.tenant_id}" if j.tenant_id else "")
+            where = j.runner or self.console.tenant(j.tenant_id)
             if j.batch_id:
                 where = (where + " " if where else "") + f"batch {j.batch_id[:8]}"
             rows.append((f"{j.state}:{j.id}", [j.id[:8], j.task_name, self._when(j), str(j.attempt),
@@ -86,7 +86,8 @@ class QueueView(View):
             return f"{j.task_name} {j.id} · runs at {clock(j.eta, tz, now)} · attempt {j.attempt} · {j.args_summary}"
         if j.state == "running":
             return f"{j.task_name} {j.id} · on {j.runner} since {clock(j.started_at, tz, now)} · {j.args_summary}"
-        return f"{j.task_name} {j.id} · enqueued {clock(j.enqueued_at, tz, now)} · {j.args_summary}"
+        tenant = f" · tenant {self.console.tenant(j.tenant_id)}" if j.tenant_id else ""
+        return f"{j.task_name} {j.id} · enqueued {clock(j.enqueued_at, tz, now)} · {j.args_summary}{tenant}"
 
     def detail(self, ops: Any, j: Any) -> tuple[str, str]:
         body = json.dumps({k: v for k, v in j.to_dict().items() if k != "key"}, indent=2)
