@@ -6,9 +6,9 @@ workers directly instead of leaving them to find the job at their next poll:
 - Each runner binds one UNIX datagram socket in the *wake directory* next to
   the queue file (``queue.db`` -> ``queue.db.wake/``). Its name starts with a
   hash of the queue name, so runners of other queues in the same file are left
-  alone. A listener thread turns each datagram into a new *generation* and
-  wakes the workers waiting for one (``Listener.wait``).
-- After every enqueue has committed, the storage sends an empty datagram to
+  alone. A listener thread turns each datagram (or batch of them) into a new
+  *generation* and wakes the workers waiting for one (``Listener.wait``).
+- After every enqueue has committed, the storage sends a one-byte datagram to
   every socket of its queue in that directory (``Waker.wake``). The listing is
   cached while the directory does not change (re-read at least once a second).
 - The directory is created by the first runner and removed by the last one to
@@ -99,7 +99,6 @@ class Waker:
         self._sock: socket.socket | None = None
         self._listing: tuple[int, float, tuple[str, ...]] = (-1, 0.0, ())
         self._lock = threading.Lock()
-        self._checked = False
 
     def _targets(self) -> tuple[str, ...]:
         try:
@@ -109,10 +108,9 @@ class Waker:
         seen, at, names = self._listing
         now = time.monotonic()
         if mtime != seen or now - at > RELIST_S:
-            if not self._checked:
-                if not _usable(self.dir, create=False):
-                    return ()
-                self._checked = True
+            if not _usable(self.dir, create=False):
+                self._listing = (mtime, now, ())
+                return ()
             try:
                 names = tuple(os.path.join(self.dir, n) for n in os.listdir(self.dir)
                               if n.startswith(self.prefix) and n.endswith(SUFFIX))
@@ -141,7 +139,7 @@ class Waker:
             sent = 0
             for path in targets:
                 try:
-                    sock.sendto(b"", path)
+                    sock.sendto(b"w", path)
                     sent += 1
                 except ConnectionRefusedError:  # its runner is gone without removing it
                     self._remove_stale(path)
@@ -289,7 +287,7 @@ class Listener:
             poke = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 poke.setblocking(False)
-                poke.sendto(b"", self.path)
+                poke.sendto(b"w", self.path)
             finally:
                 poke.close()
         except OSError:
