@@ -155,6 +155,7 @@ def test_stale_sockets_and_strangers_in_the_wake_directory_do_not_break_enqueue(
         assert not stale.exists(), "the stale socket is removed"
         assert stranger.exists(), "only sockets are removed"
         assert runtime.huey.pending_count() == 1
+        assert directory.exists(), "a directory with other entries stays"
         with pytest.raises(BlockingIOError):
             o.recv(16, socket.MSG_DONTWAIT)  # no wake-up for another queue
 
@@ -166,6 +167,16 @@ def test_stale_sockets_and_strangers_in_the_wake_directory_do_not_break_enqueue(
         o.close()
         other_queue.unlink()
         stranger.unlink()
+
+
+def test_the_last_stale_socket_takes_its_directory_along(runtime):
+    waker = runtime.huey.storage.waker
+    waker.dir.mkdir(mode=0o700)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(waker.dir / f"{waker.prefix}.1.dead0000.sock"))
+    s.close()
+    runtime.enqueue("TestEcho", "x")
+    assert not waker.dir.exists()
 
 
 def test_enqueue_without_a_wake_directory_and_a_runner_that_cannot_listen(tmp_path):

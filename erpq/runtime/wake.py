@@ -155,6 +155,7 @@ class Waker:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)
                 log.info("removed a stale wake-up socket: %s", path)
+                os.rmdir(self.dir)  # if it was the last one (a runner binding now makes it again)
         except OSError:
             pass
         self._listing = (-1, 0.0, ())
