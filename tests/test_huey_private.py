@@ -4,7 +4,7 @@ so an upgrade that renames one fails here, loudly, instead of in production.
 Each use is commented where it is made (grep "PRIVATE Huey name" in
 erpq/runtime); everything else goes through Huey's public extension points
 (storage_class, signals, pre/post-execute hooks, create_consumer,
-Consumer.scheduler_class)."""
+Consumer.scheduler_class, Consumer.worker_class)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import inspect
 
 import pytest
 from huey import MemoryHuey
-from huey.consumer import Consumer, Scheduler
+from huey.consumer import Consumer, Scheduler, Worker
 from huey.exceptions import HueyException
 
 import erpq.runtime
@@ -46,6 +46,15 @@ def test_public_extension_points_erpq_relies_on():
     assert Consumer.scheduler_class is Scheduler
     assert isinstance(Scheduler.periodic_task_seconds, int)
     assert "self.scheduler_class(" in inspect.getsource(Consumer._create_scheduler)
+    # runner.ErpqWorker: an idle worker's sleep() waits for a wake-up, and
+    # resets the delay/default_delay backoff when woken.
+    assert Consumer.worker_class is Worker
+    assert "self.worker_class(" in inspect.getsource(Consumer._create_worker)
+    loop = inspect.getsource(Worker.loop)
+    assert "self.huey.dequeue()" in loop and "self.sleep()" in loop
+    sleep = inspect.getsource(Worker.sleep)
+    assert "self.delay" in sleep and "self.backoff" in sleep and "self.max_delay" in sleep
+    assert "self.delay = self.default_delay" in loop
 
 
 def test_every_private_use_in_the_runtime_is_listed_here():

@@ -5,6 +5,7 @@
 - ``app``: ``ErpqHuey`` (outcome recording, periodic ticks, overlap locks);
 - ``store``: storages that track in-flight work (at-least-once delivery);
 - ``runner``: the consumer with heartbeats, and the embedded runner;
+- ``wake``: same-host wake-ups of idle SQLite runners after each enqueue;
 - ``retry``: retry strategies (``Fixed``, ``Exponential``, ``Delays``) and
   ``RetryAfter``/``RetryAt`` for ``@job(retry=...)``;
 - ``recovery``: dead runners' in-flight work back on the queue (or to failed_jobs);

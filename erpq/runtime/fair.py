@@ -70,6 +70,7 @@ class FairSqliteStorage(ReliableSqliteStorage):
         tenant, name = self.lane_of(data)
         self.sql("insert into task (queue, data, priority, tenant, name) values (?, ?, ?, ?, ?)",
                  (self.name, self.to_blob(data), priority or 0, tenant, name), commit=True)
+        self.waker.wake()
 
     def add_to_schedule(self, data, ts):
         tenant, name = self.lane_of(data)
@@ -83,7 +84,10 @@ class FairSqliteStorage(ReliableSqliteStorage):
                 "from schedule where queue = ? and timestamp <= ? order by timestamp, id",
                 (self.name, ts.timestamp()),
             )
+            moved = curs.rowcount
             curs.execute("delete from schedule where queue = ? and timestamp <= ?", (self.name, ts.timestamp()))
+        if moved > 0:
+            self.waker.wake()
         return []
 
     def requeue_claims(self, claims, runner=None) -> int:
@@ -98,6 +102,8 @@ class FairSqliteStorage(ReliableSqliteStorage):
                     tenant, name = self.lane_of(bytes(data))
                     curs.execute("insert into task (queue, data, priority, tenant, name) values (?, ?, 1, ?, ?)",
                                  (self.name, self.to_blob(data), tenant, name))
+        if taken:
+            self.waker.wake()
         return taken
 
     # -- taking work: round-robin over tenants, caps, one transaction

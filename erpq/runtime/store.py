@@ -14,6 +14,9 @@ transaction (SQLite) or pipeline (Redis), so tracking costs no extra fsync or
 round trip per job. A runner that stops heart-beating has its in-flight tasks
 moved back to the queue by ``recover``.
 
+The SQLite storage also wakes idle runners on this host after every enqueue
+(``erpq.runtime.wake``); Redis needs no wake-up (its workers block in BLMOVE).
+
 Both add paged reads (``enqueued_page``, ``scheduled_page``, ``inflight_page``)
 that Huey's storages lack, so the console never loads a whole queue.
 """
@@ -24,6 +27,8 @@ import threading
 import time
 
 from huey.storage import RedisStorage, SqliteStorage
+
+from .wake import Listener, Waker
 
 #: A claim is (claim key, runner id, claimed_at epoch or None, serialized task).
 Claim = tuple[object, str, float | None, bytes]
@@ -72,6 +77,32 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
         self.runner_id = runner_id
         self._claims = _ClaimState()
         super().__init__(*args, **kwargs)
+        #: Sends wake-ups to this host's runners of the queue (after each commit).
+        self.waker = Waker(self.filename, self.name)
+        #: This runner's wake-up socket while a consumer runs (``listen``).
+        self.wake_listener: Listener | None = None
+
+    # -- wake-ups (erpq.runtime.wake)
+    def enqueue(self, data, priority=None):
+        super().enqueue(data, priority)
+        self.waker.wake()
+
+    def listen(self) -> Listener | None:
+        """Start receiving wake-ups for this runner's workers (None: polling only)."""
+        if self.wake_listener is None:
+            listener = Listener(self.filename, self.name)
+            if listener.start():
+                self.wake_listener = listener
+        return self.wake_listener
+
+    def stop_listening(self) -> None:
+        listener, self.wake_listener = self.wake_listener, None
+        if listener is not None:
+            listener.stop()
+
+    def close(self):
+        self.waker.close()
+        return super().close()
 
     # -- taking and releasing work
     def _cleanup(self, curs, release) -> None:
@@ -126,7 +157,10 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
                 "where queue = ? and timestamp <= ? order by timestamp, id",
                 (self.name, ts.timestamp()),
             )
+            moved = curs.rowcount
             curs.execute("delete from schedule where queue = ? and timestamp <= ?", (self.name, ts.timestamp()))
+        if moved > 0:
+            self.waker.wake()
         return []
 
     # -- in-flight introspection and recovery
@@ -185,6 +219,8 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
                         "insert into task (queue, data, priority) values (?, ?, 1)",
                         (self.name, self.to_blob(data)),
                     )
+        if taken:
+            self.waker.wake()
         return taken
 
     # -- paged reads and removal by position
