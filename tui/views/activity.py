@@ -25,6 +25,7 @@ class ActivityView(View):
     TITLE = "Activity"
     KEY = "activity"
     PAGED = True
+    SORTS = [("id", "at"), ("task", "task"), ("status", "status")]
     COLUMNS = [("at", "Time", 8), ("task", "Task", 28), ("status", "Status", 9), ("took", "Took", 6),
                ("trigger", "Trigger", 8), ("what", "Arguments / error", 60)]
 
@@ -47,7 +48,7 @@ class ActivityView(View):
 
     def fetch(self, ops: Any) -> Any:
         page = ops.runs(offset=self.page_offset, limit=self.PAGE_SIZE, status=self.status,
-                        search=self.filter_text or None)
+                        search=self.filter_text or None, sort=self.sort)
         tail = ops.log_tail(60) if self.query_one("#log").display else None
         return page, tail
 
@@ -91,6 +92,11 @@ class ActivityView(View):
         text = f"{r.task_name} {r.task_id[:8]}" + (f" · {one_line(r.error, 300)}" if r.error else "")
         when = stamp(r.started_at or r.enqueued_at, self.console.tz, self.console.now())
         return text + f" · {when} · {r.kind} · attempt {r.attempt} · {r.runner or '—'}"
+
+    def detail_actions(self, r: Any) -> dict[str, Any]:
+        if r.status != "failed":
+            return {}
+        return {"failed": lambda: self.console.drill_to_failed(f"run #{r.id} {r.task_name}", task_ids=[r.task_id])}
 
     def detail(self, ops: Any, r: Any) -> tuple[str, str]:
         return f"run #{r.id} {r.task_name}", json.dumps(r.to_dict(), indent=2, default=str)
