@@ -137,4 +137,6 @@ class DetailScreen(TextScreen):
         run = self.offered.get(name)
         self.dismiss(None)
         if run is not None:
-            run()
+            # After the list screen is back and has its focus again: a drill-down
+            # that switches views must not have its tab switched back by that.
+            self.app.call_after_refresh(run)
