@@ -20,7 +20,7 @@ class BatchesView(View):
     PAGED = True
     MARKABLE = True
     SORTS = [("name", "name"), ("kind", "kind"), ("failed", "failed")]
-    COLUMNS = [("name", "Batch", 20), ("kind", "Kind", 9), ("progress", "Progress", 17),
+    COLUMNS = [("name", "Batch", 17), ("kind", "Kind", 9), ("progress", "Progress", 17),
                ("done", "Done/total", 13), ("failed", "Failed", 6), ("eta", "ETA", 9)]
 
     BINDINGS = [

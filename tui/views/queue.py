@@ -21,7 +21,7 @@ class QueueView(View):
     PAGED = True
     MARKABLE = True
     COLUMNS = [("id", "Id", 8), ("task", "Task", 24), ("when", "When", 10), ("attempt", "Try", 3),
-               ("args", "Arguments", 18), ("where", "Runner/tenant", 30)]
+               ("args", "Arguments", 15), ("where", "Runner/tenant", 30)]
 
     BINDINGS = [
         Binding("v", "section", "Pending/sched/running", id="queue.section"),
