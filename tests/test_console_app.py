@@ -20,7 +20,7 @@ from erpq.models import JobRun, Lock, Runner
 from erpq.ops import Actor
 from erpq.ops import Ops as ConsoleOps
 from erpq.runtime import Runtime, job, set_current
-from erpq.runtime.registry import load_capabilities, periodic_specs
+from erpq.runtime.registry import JOBS, load_capabilities, periodic_specs
 from polling import wait_until
 from tui.app import ErpqConsole, binding_ids, main, quiet_logging
 from tui.widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
@@ -36,9 +36,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@job("ConsoleTestJob")
-def console_test_job(x=None):
-    raise RuntimeError(f"boom {x}")
+if "ConsoleTestJob" not in JOBS:  # tests/test_console_bulk.py registers the same job
+    @job("ConsoleTestJob")
+    def console_test_job(x=None):
+        raise RuntimeError(f"boom {x}")
 
 
 ACTOR = Actor(user="tester", client="10.1.2.3", source="console")

@@ -18,7 +18,7 @@ from erpq.models import FailedJob, JobBatch, JobRun
 from erpq.ops import Actor, Ops
 from erpq.ops.base import BULK_CHUNK
 from erpq.runtime import Runtime, job
-from erpq.runtime.registry import load_capabilities
+from erpq.runtime.registry import JOBS, load_capabilities
 from tui.app import ErpqConsole
 from tui.widgets.dialogs import ConfirmScreen, DetailScreen
 from tui.widgets.keyed_table import KeyedTable
@@ -35,9 +35,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@job("ConsoleTestJob")
-def console_test_job(x=None):
-    raise RuntimeError(f"boom {x}")
+if "ConsoleTestJob" not in JOBS:  # tests/test_console_app.py registers the same job
+    @job("ConsoleTestJob")
+    def console_test_job(x=None):
+        raise RuntimeError(f"boom {x}")
 
 
 class GatedOps(Ops):
