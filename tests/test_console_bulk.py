@@ -74,6 +74,12 @@ async def settle(app: ErpqConsole, pilot) -> None:
 
 
 async def press(app: ErpqConsole, pilot, *keys: str) -> None:
+    # The console focuses the first view's table once it is drawn; a view key pressed
+    # before that focus lands would have its tab switched back to the focused table's.
+    for _ in range(1000):
+        if app.focused is not None:
+            break
+        await pilot.pause(0.01)
     for key in keys:
         await pilot.press(key)
         await settle(app, pilot)

@@ -153,6 +153,9 @@ class FailedView(View):
         self.only = (what, list(ids))
         self.page_offset = 0
         self.console.action_show_view(self.KEY)
+        # Focused now, the Failed table is also what the list screen gives the focus back
+        # to when a detail screen closes (focus elsewhere would switch the tab back).
+        self.table.focus()
         self.head(f"loading the failed jobs of {what}…")
         self.console.poll_now()
 
