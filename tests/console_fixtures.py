@@ -97,8 +97,13 @@ class FakeOps:
         ]
 
     def failed(self, offset: int = 0, limit: int = 50, task: str | None = None, search: str | None = None,
-               include_retried: bool = False) -> Page:
-        items = [f for f in self._failed() if not search or search in f.task_name or search in f.exception]
+               include_retried: bool = False, ids: list[int] | None = None, task_ids: list[str] | None = None,
+               sort: str | None = None) -> Page:
+        items = [f for f in self._failed() if (not search or search in f.task_name or search in f.exception)
+                 and (ids is None or f.id in ids) and (task_ids is None or f.task_id in task_ids)]
+        if sort:
+            key = {"id": "id", "task": "task_name", "failed": "failed_at"}[sort.lstrip("-")]
+            items.sort(key=lambda f: (getattr(f, key), f.id), reverse=sort.startswith("-"))
         return self._page(items, offset, limit)
 
     def failed_detail(self, failed_id: int) -> FailedInfo:
@@ -112,11 +117,11 @@ class FakeOps:
                                2, at(-600), at(-120), [3, 2]),
                 FailureCluster("k2", "ExportReportJob", "ValueError", "bad column '…'", 1, at(-7200), at(-7200), [1])]
 
-    def count_failed(self, task: str | None = None, search: str | None = None) -> int:
-        return len(self.failed(search=search).items)
+    def count_failed(self, task: str | None = None, search: str | None = None, ids: list[int] | None = None) -> int:
+        return len(self.failed(search=search, ids=ids).items)
 
     def runs(self, offset: int = 0, limit: int = 50, task: str | None = None, status: str | None = None,
-             search: str | None = None, with_total: bool = False) -> Page:
+             search: str | None = None, with_total: bool = False, sort: str | None = None) -> Page:
         rows = [
             RunInfo(10, "r10", "erp:check-system-health", "periodic", "schedule", "running", "", None, 1,
                     at(-1), at(-1), None, None, RUNNER, None),
@@ -128,6 +133,9 @@ class FakeOps:
                     at(-300), at(-299), at(-298.9), 0.08, RUNNER, None),
         ]
         rows = [r for r in rows if (not status or r.status == status) and (not search or search in r.task_name)]
+        if sort:
+            key = {"id": "id", "task": "task_name", "status": "status"}[sort.lstrip("-")]
+            rows.sort(key=lambda r: (getattr(r, key), r.id), reverse=sort.startswith("-"))
         return self._page(rows, offset, limit, -1)
 
     def log_tail(self, lines: int = 200) -> list[str]:
@@ -135,7 +143,8 @@ class FakeOps:
                 "2024-05-06 11:59:58 WARNING [w2] Failed job: DeliverWebhookJob f3",
                 "2024-05-06 11:59:59 INFO [sched] Running scheduled command: erp:check-system-health"]
 
-    def batches(self, offset: int = 0, limit: int = 50, active_only: bool = False) -> Page:
+    def batches(self, offset: int = 0, limit: int = 50, active_only: bool = False,
+                sort: str | None = None) -> Page:
         items = [BatchInfo("b1", "deal.created fan-out", "webhooks", 1, 40, 10, 2, 30, 0.75, at(-60), None, None, 20.0),
                  BatchInfo("b2", "leads.csv import", "import", 2, 10_000, 9_000, 0, 1_000, 0.1, at(-30), None, None,
                            270.0)]

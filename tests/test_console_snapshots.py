@@ -48,6 +48,8 @@ def test_view(snap_compare, view):
     ("alerts", ("exclamation_mark",)),
     ("business_webhook_subscriptions", ("colon", *"subscriptions", "enter")),
     ("activity_stats", ("6", "s")),
+    ("failed_marked_sorted", ("3", "space", "o", "o")),
+    ("run_detail_actions", ("6", "j", "enter")),
 ])
 def test_screen(snap_compare, name, presses):
     assert snap_compare(app_for(FakeOps()), terminal_size=(80, 24), run_before=keys(*presses))
@@ -61,7 +63,8 @@ def test_empty_install(snap_compare):
     assert snap_compare(app_for(EmptyOps()), terminal_size=(80, 24), run_before=keys("4"))
 
 
-@pytest.mark.parametrize("presses", [(), ("3",), ("6",), ("6", "s")], ids=["schedule", "failed", "activity", "stats"])
+@pytest.mark.parametrize("presses", [(), ("3",), ("6",), ("6", "s"), ("3", "space", "space", "o", "o", "O")],
+                         ids=["schedule", "failed", "activity", "stats", "failed_marked_sorted"])
 def test_wide(snap_compare, presses):
     """200x50: columns widen, the alert line shows every alert."""
     assert snap_compare(app_for(FakeOps()), terminal_size=(200, 50), run_before=keys(*presses))

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from textual import work
@@ -37,10 +37,11 @@ from erpq.alerts import collect as collect_alerts
 
 from .commands import Command, CommandError
 from .commands import parse as parse_command
+from .fmt import bar
 from .views import GROUPED, GROUPS, TABS, VIEWS, View, business
 from .widgets.alerts import AlertLine
 from .widgets.command_line import CommandLine
-from .widgets.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
+from .widgets.dialogs import ConfirmScreen, DetailScreen, TextScreen, TypedConfirmScreen
 from .widgets.line import Line
 from .widgets.palette import ConsoleCommands
 
@@ -55,6 +56,7 @@ APP_BINDINGS = [
     Binding("exclamation_mark", "alerts", "Alerts", show=False, id="app.alerts"),
     Binding("colon", "command_line", "Command", show=False, id="app.command"),
     Binding("ctrl+r", "refresh", "Refresh", show=False, id="app.refresh"),
+    Binding("ctrl+x", "cancel_bulk", "Stop bulk action", id="app.cancel_bulk"),
     *[Binding(str(i + 1), f"show_view('{key}')", title, show=False, id=f"app.view.{key}")
       for i, (key, title) in enumerate([(v.KEY, v.TITLE) for v in TABS]
                                        + ([(business.KEY, business.TITLE)] if GROUPED else []))
@@ -67,7 +69,7 @@ def binding_ids() -> set[str]:
     from .widgets.keyed_table import KeyedTable
 
     ids = {b.id for b in APP_BINDINGS if b.id}
-    for view in [View, KeyedTable, *VIEWS]:
+    for view in [View, KeyedTable, DetailScreen, *VIEWS]:
         ids |= {b.id for b in view.BINDINGS if isinstance(b, Binding) and b.id}
     return ids
 
@@ -75,7 +77,8 @@ def binding_ids() -> set[str]:
 def resolve_keys(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """``[console.keys]`` as a keymap by action name, and the entries that name no
     action. An entry names an action in full (``"failed.retry"``) or by its short
-    name (``retry``: the part after the last dot) when exactly one action has it."""
+    name (``retry``: the part after the last dot), which rebinds every action of
+    that name (``retry`` in the Failed view and in detail screens alike)."""
     ids = binding_ids()
     keymap: dict[str, str] = {}
     bad: list[str] = []
@@ -84,11 +87,21 @@ def resolve_keys(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
             keymap[name] = key
             continue
         matches = sorted(i for i in ids if i.rsplit(".", 1)[-1] == name)
-        if len(matches) == 1:
-            keymap[matches[0]] = key
+        if matches:
+            keymap.update(dict.fromkeys(matches, key))
         else:
-            bad.append(f"{name} (could be {' or '.join(matches)})" if matches else name)
+            bad.append(name)
     return keymap, bad
+
+
+@dataclass
+class BulkState:
+    """A bulk action in progress: what it is, how far it got, whether to stop."""
+
+    title: str
+    done: int = 0
+    total: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -143,6 +156,8 @@ class ErpqConsole(App):
         self._alerts_at = -1e9
         self._alerts_busy = False
         self.alerts: list[Alert] = []
+        #: The bulk action running in a worker (one at a time): its title and stop flag.
+        self.bulk: BulkState | None = None
         # No animations: over SSH every animation frame is bytes on the wire.
         self.animation_level = "none"
 
@@ -158,6 +173,7 @@ class ErpqConsole(App):
                 n = len(TABS) + 1
                 with TabPane(f"{n} {business.TITLE}" if n <= 9 else business.TITLE, id=business.KEY):
                     yield business.PanelBrowser(GROUPS, id="browser")
+        yield Line(id="progress", classes="hidden")
         yield Line(id="message")
         yield CommandLine(id="command")
         yield Footer(compact=True, show_command_palette=False)
@@ -366,17 +382,18 @@ class ErpqConsole(App):
     def _retry_command(self, cmd: Command) -> None:
         if cmd.ids:
             ids = cmd.ids
-            self.perform(f"retry {' '.join(map(str, ids))}", lambda ops: ops.retry(ids),
+            self.perform(f"retry {' '.join(map(str, ids))}", lambda ops, progress: ops.retry(ids, progress=progress),
                          confirm=f"Retry failed job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}?",
-                         done=lambda tids: f"{len(tids):,} failed job{'s' if len(tids) != 1 else ''} re-enqueued")
+                         done=lambda tids: f"{len(tids):,} failed job{'s' if len(tids) != 1 else ''} re-enqueued",
+                         bulk="retrying")
             return
         task = cmd.task
         what = f"of task {task}" if task else "(all of them)"
         self.perform_counted(
             "retry failed", count=lambda ops: ops.count_failed(task=task),
             question=lambda n: f"Retry {n:,} failed job{'s' if n != 1 else ''} {what}?",
-            call=lambda ops: ops.retry_all(task=task),
-            done=lambda n: f"{n:,} failed job{'s' if n != 1 else ''} re-enqueued")
+            call=lambda ops, progress: ops.retry_all(task=task, progress=progress),
+            done=lambda n: f"{n:,} failed job{'s' if n != 1 else ''} re-enqueued", bulk="retrying")
 
     def show_alerts(self, alerts: list[Alert]) -> None:
         self._alerts_busy = False
@@ -413,19 +430,32 @@ class ErpqConsole(App):
             self.notify(text, severity="error" if error else "information", timeout=6)
 
     # ------------------------------------------------------------ actions
-    def perform(self, title: str, call: Callable[[Any], Any], *, confirm: str | None = None,
+    def perform(self, title: str, call: Callable[..., Any], *, confirm: str | None = None,
                 typed: str | None = None, done: Callable[[Any], str] | None = None,
-                undo: Callable[[Any], tuple[str, dict]] | None = None) -> None:
+                undo: Callable[[Any], tuple[str, dict]] | None = None, bulk: str | None = None) -> None:
         """Run an action (after a confirmation, if given) in a thread worker.
 
         In read-only mode there is nothing to confirm: ``ops`` refuses the
         action with a message naming the equivalent command, which is shown.
+
+        A ``bulk`` action (``bulk`` names it as it runs: "retrying") is called as
+        ``call(ops, progress)``: Ops does it in chunks and calls ``progress(done,
+        total)`` after each, which the progress line shows; the console stays
+        usable meanwhile and the stop key ends it after the current chunk.
         """
         def go(ok: bool | None = True) -> None:
-            if ok:
-                self._action_worker(title, call, done, undo)
-            else:
+            if not ok:
                 self.message(f"{title}: not confirmed, nothing done", toast=False)
+            elif bulk is None:
+                self._action_worker(title, call, done, undo)
+            elif self.bulk is not None:
+                self.message(f"{title}: wait, {self.bulk.title} is still running "
+                             f"({self._stop_key()} stops it)", error=True, toast=False)
+            else:
+                self.bulk = BulkState(bulk)
+                self._show_progress()
+                self.refresh_bindings()
+                self._action_worker(title, call, done, undo, self.bulk)
 
         if self.ops.read_only or not (confirm or typed):
             go()
@@ -435,17 +465,17 @@ class ErpqConsole(App):
             self.push_screen(ConfirmScreen(confirm or title), go)
 
     def perform_counted(self, title: str, *, count: Callable[[Any], int], question: Callable[[int], str],
-                        call: Callable[[Any], Any], done: Callable[[Any], str]) -> None:
+                        call: Callable[..., Any], done: Callable[[Any], str], bulk: str | None = None) -> None:
         """Count what an action would touch (in a thread), then confirm with the count."""
         if self.ops.read_only:
-            self.perform(title, call, done=done)
+            self.perform(title, call, done=done, bulk=bulk)
             return
 
         def counted(n: int) -> None:
             if n == 0:
                 self.message(f"{title}: nothing matches", toast=False)
             else:
-                self.perform(title, call, confirm=question(n), done=done)
+                self.perform(title, call, confirm=question(n), done=done, bulk=bulk)
 
         self._read_worker(count, counted)
 
@@ -459,23 +489,39 @@ class ErpqConsole(App):
         self.call_from_thread(then, result)
 
     @work(thread=True, group="action", exit_on_error=False)
-    def _action_worker(self, title: str, call: Callable[[Any], Any], done: Callable[[Any], str] | None,
-                       undo: Callable[[Any], tuple[str, dict]] | None) -> None:
+    def _action_worker(self, title: str, call: Callable[..., Any], done: Callable[[Any], str] | None,
+                       undo: Callable[[Any], tuple[str, dict]] | None, bulk: BulkState | None = None) -> None:
         take = self.ops.take_command
         take()
+
+        def progress(n: int, total: int) -> bool:
+            assert bulk is not None
+            bulk.done, bulk.total = n, total
+            try:
+                self.call_from_thread(self._show_progress)
+            except RuntimeError:  # the app is shutting down
+                bulk.stop.set()
+            return not bulk.stop.is_set()
+
         try:
-            result = call(self.ops)
+            result = call(self.ops) if bulk is None else call(self.ops, progress)
         except Exception as exc:
             take()
+            if bulk is not None:
+                self.call_from_thread(self._end_bulk)
             self.call_from_thread(self.message, _one_line(exc), error=True)
             self.call_from_thread(self.poll_now)
             return
         command = take()
         text = done(result) if done else f"{title}: done"
+        if bulk is not None and bulk.stop.is_set() and bulk.done < bulk.total:
+            text = f"stopped after {bulk.done:,} of {bulk.total:,}: " + text
         if command:
             text += f"   $ {command}"
 
         def finish() -> None:
+            if bulk is not None:
+                self._end_bulk()
             if undo is not None:
                 label, restore = undo(result)
                 self.undo_stack.append(UndoEntry(label, restore, time.monotonic()))
@@ -483,6 +529,42 @@ class ErpqConsole(App):
             self.poll_now()
 
         self.call_from_thread(finish)
+
+    # ------------------------------------------------------------ bulk progress
+    def _stop_key(self) -> str:
+        return self.key_label(next(b for b in APP_BINDINGS if b.id == "app.cancel_bulk"))
+
+    def _show_progress(self) -> None:
+        bulk = self.bulk
+        line = self.query_one("#progress", Line)
+        if bulk is None:
+            line.add_class("hidden")
+            return
+        if bulk.total:
+            text = (f" {bulk.title} {bulk.done:,}/{bulk.total:,} {bar(bulk.done / bulk.total, 20)}"
+                    f" {bulk.done * 100 // bulk.total:3d}%")
+        else:
+            text = f" {bulk.title}…"
+        text += "   stopping after this chunk…" if bulk.stop.is_set() else f"   {self._stop_key()}: stop"
+        line.set(text)
+        line.remove_class("hidden")
+
+    def _end_bulk(self) -> None:
+        self.bulk = None
+        self._show_progress()
+        self.refresh_bindings()
+
+    def action_cancel_bulk(self) -> None:
+        """Stop the running bulk action after its current chunk (what is done stays done)."""
+        if self.bulk is None:
+            return
+        self.bulk.stop.set()
+        self._show_progress()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_bulk":
+            return self.bulk is not None
+        return True
 
     def action_undo(self) -> None:
         """Restore what the last forget or flush hid (within retention.undo_minutes)."""
@@ -495,11 +577,24 @@ class ErpqConsole(App):
             self.message(f"too late to undo {entry.label} (kept for {self.undo_minutes} minutes)", error=True)
             return
         self.undo_stack.pop()
-        self.perform(f"undo {entry.label}", lambda ops: ops.restore(**entry.restore),
-                     done=lambda n: f"undid {entry.label}: {n:,} failed jobs restored")
+        self.perform(f"undo {entry.label}", lambda ops, progress: ops.restore(**entry.restore, progress=progress),
+                     done=lambda n: f"undid {entry.label}: {n:,} failed jobs restored", bulk="restoring")
 
-    def show_detail(self, fetch: Callable[[Any], tuple[str, str] | None]) -> None:
-        self._read_worker(fetch, lambda res: res and self.push_screen(TextScreen(*res)))
+    def show_detail(self, fetch: Callable[[Any], tuple[str, str] | None],
+                    actions: dict[str, Callable[[], None]] | None = None) -> None:
+        """Read a record's detail in a thread, then show it with the actions it offers."""
+        self._read_worker(fetch, lambda res: res and self.push_screen(DetailScreen(*res, actions)))
+
+    def drill_to_failed(self, what: str, task_ids: list[str]) -> None:
+        """Open the Failed view on the failed jobs of ``task_ids`` (a run's, a batch's)."""
+        def found(page: Any) -> None:
+            ids = [f.id for f in page.items]
+            if not ids:
+                self.message(f"{what}: no failed job awaiting action (retried, forgotten or pruned)", toast=False)
+                return
+            self.view("failed").show_ids(what, ids)
+
+        self._read_worker(lambda ops: ops.failed(task_ids=task_ids, limit=10_000), found)
 
     # ------------------------------------------------------------ keys
     def action_show_view(self, key: str) -> None:
@@ -537,7 +632,12 @@ class ErpqConsole(App):
                   "  Tab        Next table / widget        (the tab bar never takes focus)", ""]
         lines += ["In every list", ""]
         lines += [row(b) for b in [*KeyedTable.BINDINGS, *View.BINDINGS] if isinstance(b, Binding)]
-        lines += ["  Enter      Detail (arguments, traceback, history; Esc goes back)", ""]
+        lines += ["  Enter      Detail (arguments, traceback, history; Esc goes back)",
+                  "  (marking: Failed, Queue, Batches; sorting, by the database: Failed, Batches, Activity)", ""]
+        lines += ["In a detail screen (the keys its record offers are on its last line)", ""]
+        lines += [row(b) for b in DetailScreen.BINDINGS if isinstance(b, Binding)]
+        lines += ["", "Bulk actions (retry, forget, undo or cancel of many rows) run in chunks with a progress",
+                  f"line; the console stays usable and {self._stop_key()} stops one after its current chunk.", ""]
         for view in VIEWS:
             own = [b for b in view.BINDINGS if isinstance(b, Binding) and b not in View.BINDINGS]
             if not own:

@@ -196,6 +196,27 @@ def text_search(columns, search: str):
     return sa.or_(*(c.ilike(like, escape="/") for c in columns))
 
 
+def order_by(query, sort: str | None, columns: dict[str, Any], tiebreak, default):
+    """``query`` ordered by ``sort`` (a key of ``columns``, ``-`` first for descending), then
+    by ``tiebreak`` in the same direction, so each order can be read along one index and a
+    page of 1,000,000 rows stays a page; ``None`` keeps ``default``. Unknown keys are Invalid."""
+    if not sort:
+        return query.order_by(*default)
+    if not isinstance(sort, str):
+        raise Invalid(f"sort must be a column name (got {sort!r})")
+    key = sort.removeprefix("-")
+    if key not in columns:
+        raise Invalid(f"cannot sort by {key!r} (one of: {', '.join(columns)})")
+    desc = sort.startswith("-")
+    cols = [columns[key]] + ([tiebreak] if columns[key] is not tiebreak else [])
+    return query.order_by(*[c.desc() if desc else c.asc() for c in cols])
+
+
+#: How many rows one transaction of a bulk action touches; between two, the caller's
+#: ``progress(done, total)`` is told (and may stop the rest by returning False).
+BULK_CHUNK = 250
+
+
 #: Longest text kept in an audit row's command (longer ones are cut with a marker).
 AUDIT_COMMAND_MAX = 4000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,15 +16,44 @@ from ..models import FailedJob, JobRun
 from ..runtime.history import summarize_args
 from ..runtime.registry import JOBS
 from .base import (
+    BULK_CHUNK,
     Invalid,
     NotFound,
     OpsCore,
     Page,
     _audited,
     _Record,
+    check_id,
     normalise_message,
+    order_by,
     text_search,
 )
+
+#: ``progress(done, total)`` after each chunk of a bulk action; False stops the rest.
+Progress = Callable[[int, int], "bool | None"]
+
+#: The orders ``failed(sort=...)`` offers, each along an index (``-`` first: descending).
+FAILED_SORTS = {"id": FailedJob.id, "task": FailedJob.task_name, "failed": FailedJob.failed_at}
+
+#: Most ids one filter or drill-down may name (a failure cluster keeps at most this many).
+MAX_IDS = 10_000
+
+
+class _NothingDone(Exception):
+    """A chunk of a bulk action changed nothing: its transaction (and a pending audit row) rolls back."""
+
+
+def _ids(ids: Sequence[int] | None, what: str = "failed job id") -> list[int] | None:
+    if ids is None:
+        return None
+    ids = list(ids)
+    if len(ids) > MAX_IDS:
+        raise Invalid(f"at most {MAX_IDS:,} {what}s at once (got {len(ids):,})")
+    return [check_id(i, what) for i in ids]
+
+
+def _id_list(ids: list[int]) -> str:
+    return " ".join(map(str, ids[:20])) + (" …" if len(ids) > 20 else "")
 
 # ====================================================================== records
 
@@ -61,8 +91,20 @@ class FailureCluster(_Record):
 
 class FailedOps(OpsCore):
     # ------------------------------------------------------------ failed
-    def _failed_query(self, task: str | None, search: str | None, include_retried: bool = False):
-        q = sa.select(FailedJob).where(FailedJob.deleted_at.is_(None))
+    def _failed_query(self, task: str | None, search: str | None, include_retried: bool = False,
+                      ids: list[int] | None = None, task_ids: Sequence[str] | None = None,
+                      by_order: bool = False):
+        live = FailedJob.deleted_at.is_(None)
+        if by_order and self.rt.engine.dialect.name == "sqlite":
+            # Most failed jobs are live: said so, SQLite reads a sorted page along the
+            # order's index (ix_failed_jobs_task, ..._failed_at) instead of taking the
+            # index of deleted_at and sorting every live row in a temporary B-tree.
+            live = sa.func.likely(live)
+        q = sa.select(FailedJob).where(live)
+        if ids is not None:
+            q = q.where(FailedJob.id.in_(ids))
+        if task_ids is not None:
+            q = q.where(FailedJob.task_id.in_([str(t) for t in list(task_ids)[:MAX_IDS]]))
         if not include_retried:
             q = q.where(FailedJob.retried_at.is_(None))
         if task:
@@ -73,11 +115,20 @@ class FailedOps(OpsCore):
         return q
 
     def failed(self, offset: int = 0, limit: int = 50, task: str | None = None,
-               search: str | None = None, include_retried: bool = False) -> Page:
-        q = self._failed_query(task, search, include_retried)
+               search: str | None = None, include_retried: bool = False, ids: list[int] | None = None,
+               task_ids: list[str] | None = None, sort: str | None = None) -> Page:
+        """A page of failed jobs, newest first or by ``sort`` (``FAILED_SORTS``, ``-`` for
+        descending: the order is the database's, so a page of a million rows is a page);
+        ``ids`` / ``task_ids`` keep only those failed jobs (a cluster's, a batch's, a run's)."""
+        ids = _ids(ids)
+        q = self._failed_query(task, search, include_retried, ids, task_ids)
+        by_order = bool(sort) and sort.lstrip("-") != "id" and ids is None and task_ids is None
         with self.rt.read_session() as s:
             total = s.scalar(sa.select(sa.func.count()).select_from(q.subquery()))
-            rows = s.scalars(q.order_by(FailedJob.id.desc()).offset(offset).limit(limit)).all()
+            if by_order:
+                q = self._failed_query(task, search, include_retried, ids, task_ids, by_order=True)
+            q = order_by(q, sort, FAILED_SORTS, FailedJob.id, [FailedJob.id.desc()])
+            rows = s.scalars(q.offset(offset).limit(limit)).all()
             return Page([_failed_info(r) for r in rows], total or 0, offset, limit)
 
     def failed_detail(self, failed_id: int) -> FailedInfo:
@@ -119,33 +170,61 @@ class FailedOps(OpsCore):
         self._clusters_cache[task] = (stamp, ordered)
         return ordered[:limit]
 
-    @_audited
-    def retry(self, ids: list[int]) -> list[str]:
+    def retry(self, ids: list[int], progress: Progress | None = None) -> list[str]:
         """Re-enqueue failed jobs as new attempts; returns the new task ids.
 
         Each failed row is marked retried in the same transaction that checks it
-        was not, so two operators cannot retry one failure twice.
+        was not, so two operators cannot retry one failure twice. Many ids go in
+        chunks of ``BULK_CHUNK``, one transaction each, audited once (with the
+        first chunk that retried something); see ``_bulk``.
         """
+        ids = list(ids)
         if not ids:
             return []
-        self._act("failed.retry", ",".join(map(str, ids[:20])) + ("…" if len(ids) > 20 else ""),
-                  "erpq queue retry " + " ".join(map(str, ids[:20])) + (" …" if len(ids) > 20 else ""),
-                  {"count": len(ids)})
-        return self._retry_ids(ids)
-
-    def _retry_ids(self, ids: list[int]) -> list[str]:
-        new_ids = []
-        missing = []
-        for fid in ids:
-            task_id = self._retry_one(fid)
-            if task_id is None:
-                missing.append(fid)
-            else:
-                new_ids.append(task_id)
-        if missing and not new_ids:
-            raise NotFound(f"no failed job awaiting retry with id {', '.join(map(str, missing))} "
+        audit = ("failed.retry", ",".join(map(str, ids[:20])) + ("…" if len(ids) > 20 else ""),
+                 "erpq queue retry " + _id_list(ids), {"count": len(ids)})
+        new_ids = self._bulk(ids, audit, self._retry_chunk, progress)
+        if not new_ids:
+            raise NotFound(f"no failed job awaiting retry with id {', '.join(map(str, ids[:20]))} "
                            "(unknown, forgotten or already retried)")
         return new_ids
+
+    def _retry_chunk(self, chunk: list[int]) -> list[str]:
+        return [t for t in map(self._retry_one, chunk) if t is not None]
+
+    def _bulk(self, ids: list[int], audit: tuple, step: Callable[[list[int]], list],
+              progress: Progress | None) -> list:
+        """Do ``step`` over ``ids`` in chunks of ``BULK_CHUNK``, each in its own
+        transaction, so a bulk action of thousands of rows never holds the
+        database for its whole length and a front end can show how far it got
+        (``progress(done, total)``; returning False stops after that chunk).
+
+        The action is audited once: the audit row (``audit``: the ``_act``
+        arguments) commits with the first chunk that changed something; a
+        chunk that changed nothing rolls back. Returns what the steps returned.
+        """
+        out: list = []
+        pending: tuple | None = audit
+        total = len(ids)
+        for start in range(0, total, BULK_CHUNK):
+            chunk = ids[start:start + BULK_CHUNK]
+            try:
+                out.extend(self._bulk_chunk(pending, step, chunk))
+                pending = None
+            except _NothingDone:
+                pass
+            if progress is not None and progress(start + len(chunk), total) is False:
+                break
+        return out
+
+    @_audited
+    def _bulk_chunk(self, audit: tuple | None, step: Callable[[list[int]], list], chunk: list[int]) -> list:
+        if audit is not None:
+            self._act(*audit)
+        done = step(chunk)
+        if not done:
+            raise _NothingDone
+        return done
 
     def _retry_one(self, fid: int) -> str | None:
         """Mark failed job ``fid`` retried in the action's transaction; its new job is
@@ -191,22 +270,29 @@ class FailedOps(OpsCore):
             self._after_commit(lambda: rt.huey.enqueue(task), unmark)
             return task.id
 
-    @_audited
-    def retry_all(self, task: str | None = None, search: str | None = None) -> int:
+    def retry_all(self, task: str | None = None, search: str | None = None, ids: list[int] | None = None,
+                  progress: Progress | None = None) -> int:
+        """Retry every failed job awaiting action (of ``task``, matching ``search``, among
+        ``ids``), in chunks as ``retry`` does, audited once; returns how many."""
+        only = _ids(ids)
         with self.rt.read_session() as s:
-            ids = list(s.scalars(self._failed_query(task, search)
-                                 .with_only_columns(FailedJob.id).order_by(FailedJob.id)))
-        if not ids:
+            fids = list(s.scalars(self._failed_query(task, search, ids=only)
+                                  .with_only_columns(FailedJob.id).order_by(FailedJob.id)))
+        if not fids:
             return 0
         # The equivalent command is the one that selects the same jobs, not 3,000 ids.
-        cmd = "erpq queue retry --all" + (f" --task {shlex.quote(task)}" if task else "") \
-            + (f" --search {shlex.quote(search)}" if search else "")
-        self._act("failed.retry", task or search or "*", cmd, {"count": len(ids), "task": task, "search": search})
-        return len(self._retry_ids(ids))
+        if only is not None:
+            cmd = "erpq queue retry " + _id_list(fids)
+        else:
+            cmd = "erpq queue retry --all" + (f" --task {shlex.quote(task)}" if task else "") \
+                + (f" --search {shlex.quote(search)}" if search else "")
+        audit = ("failed.retry", task or search or "*", cmd, {"count": len(fids), "task": task, "search": search})
+        return len(self._bulk(fids, audit, self._retry_chunk, progress))
 
-    def count_failed(self, task: str | None = None, search: str | None = None) -> int:
+    def count_failed(self, task: str | None = None, search: str | None = None, ids: list[int] | None = None) -> int:
+        q = self._failed_query(task, search, ids=_ids(ids))
         with self.rt.read_session() as s:
-            return s.scalar(sa.select(sa.func.count()).select_from(self._failed_query(task, search).subquery())) or 0
+            return s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
 
     def failed_since(self, since: dt.datetime) -> int:
         """How many jobs failed at or after ``since`` (hidden ones included): alerts read it."""
@@ -214,17 +300,26 @@ class FailedOps(OpsCore):
             return s.scalar(sa.select(sa.func.count()).select_from(FailedJob)
                             .where(FailedJob.failed_at >= since)) or 0
 
-    @_audited
-    def forget(self, ids: list[int] | int) -> int:
-        """Hide failed jobs (restorable with ``restore`` for retention.undo_minutes)."""
+    def forget(self, ids: list[int] | int, progress: Progress | None = None) -> int:
+        """Hide failed jobs (restorable with ``restore`` for retention.undo_minutes);
+        many ids go in chunks, audited once (see ``_bulk``)."""
         ids = [ids] if isinstance(ids, int) else list(ids)
-        self._act("failed.forget", ",".join(map(str, ids[:20])), "erpq queue forget " + " ".join(map(str, ids[:20])))
-        with self._tx() as s:
-            n = s.execute(sa.update(FailedJob).where(FailedJob.id.in_(ids), FailedJob.deleted_at.is_(None))
-                          .values(deleted_at=utcnow(), deleted_by=self.actor.user)).rowcount
+        audit = ("failed.forget", ",".join(map(str, ids[:20])), "erpq queue forget " + _id_list(ids))
+        n = len(self._bulk(ids, audit, self._forget_chunk, progress)) if ids else 0
         if not n:
-            raise NotFound(f"no failed job with id {', '.join(map(str, ids))}")
+            if self.read_only:
+                self._act(*audit)  # refused, as every action is in read-only mode
+            raise NotFound(f"no failed job with id {', '.join(map(str, ids[:20]))}")
         return n
+
+    def _forget_chunk(self, chunk: list[int]) -> list[int]:
+        with self._tx() as s:
+            hide = list(s.scalars(sa.select(FailedJob.id).where(FailedJob.id.in_(chunk),
+                                                                 FailedJob.deleted_at.is_(None))))
+            if hide:
+                s.execute(sa.update(FailedJob).where(FailedJob.id.in_(hide))
+                          .values(deleted_at=utcnow(), deleted_by=self.actor.user))
+        return hide
 
     @_audited
     def flush_failed(self, task: str | None = None) -> tuple[int, dt.datetime]:
@@ -241,9 +336,8 @@ class FailedOps(OpsCore):
             n = s.execute(q.values(deleted_at=mark, deleted_by=self.actor.user)).rowcount
         return n, mark
 
-    @_audited
     def restore(self, ids: list[int] | int | None = None, since: dt.datetime | None = None,
-                everything: bool = False) -> int:
+                everything: bool = False, progress: Progress | None = None) -> int:
         """Undo forget/flush: bring back forgotten failed jobs, by id or hidden since a time.
 
         Without ids or ``since`` nothing is assumed: ``everything=True`` must ask
@@ -253,18 +347,36 @@ class FailedOps(OpsCore):
         ids = [ids] if isinstance(ids, int) else list(ids or [])
         if not ids and since is None and not everything:
             raise Invalid("restore what? give failed job ids, a time (since) or everything=True")
-        self._act("failed.restore", ",".join(map(str, ids[:20])) or (str(since) if since else "*"),
-                  "erpq queue restore" + (" " + " ".join(map(str, ids[:20])) if ids else ""))
+        audit = ("failed.restore", ",".join(map(str, ids[:20])) or (str(since) if since else "*"),
+                 "erpq queue restore" + (" " + _id_list(ids) if ids else ""))
+        if not ids:  # one statement, however many rows
+            n = self._restore_all(audit, since)
+            if progress is not None:
+                progress(n, n)
+            return n
+
+        def chunk(part: list[int]) -> list[int]:
+            q = sa.update(FailedJob).where(FailedJob.deleted_at.is_not(None), FailedJob.id.in_(part))
+            if since is not None:
+                q = q.where(FailedJob.deleted_at >= since)
+            with self._tx() as s:
+                return [1] * s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
+
+        n = len(self._bulk(ids, audit, chunk, progress))
+        if not n:
+            if self.read_only:
+                self._act(*audit)
+            raise NotFound(f"no forgotten failed job with id {', '.join(map(str, ids[:20]))}")
+        return n
+
+    @_audited
+    def _restore_all(self, audit: tuple, since: dt.datetime | None) -> int:
+        self._act(*audit)
         q = sa.update(FailedJob).where(FailedJob.deleted_at.is_not(None))
-        if ids:
-            q = q.where(FailedJob.id.in_(ids))
         if since is not None:
             q = q.where(FailedJob.deleted_at >= since)
         with self._tx() as s:
-            n = s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
-        if ids and not n:
-            raise NotFound(f"no forgotten failed job with id {', '.join(map(str, ids))}")
-        return n
+            return s.execute(q.values(deleted_at=None, deleted_by=None)).rowcount
 
     @_audited
     def prune_failed(self, hours: float) -> int:

@@ -38,6 +38,7 @@ class ActivityView(View):
     TITLE = "Activity"
     KEY = "activity"
     PAGED = True
+    SORTS = [("id", "at"), ("task", "task"), ("status", "status")]
     COLUMNS = [("at", "Time", 8), ("task", "Task", 28), ("status", "Status", 9), ("took", "Took", 6),
                ("trigger", "Trigger", 8), ("what", "Arguments / error", 60)]
 
@@ -76,7 +77,7 @@ class ActivityView(View):
         if self.stats_mode:
             return "stats", self.window, ops.throughput(*WINDOWS[self.window])
         page = ops.runs(offset=self.page_offset, limit=self.PAGE_SIZE, status=self.status,
-                        search=self.filter_text or None)
+                        search=self.filter_text or None, sort=self.sort)
         tail = ops.log_tail(60) if self.query_one("#log").display else None
         return page, tail
 
@@ -204,6 +205,11 @@ class ActivityView(View):
         when = stamp(r.started_at or r.enqueued_at, self.console.tz, self.console.now())
         tenant = f" · tenant {self.console.tenant(r.tenant_id)}" if r.tenant_id is not None else ""
         return text + f" · {when} · {r.kind} · attempt {r.attempt} · {r.runner or '—'}{tenant}"
+
+    def detail_actions(self, r: Any) -> dict[str, Any]:
+        if r.status != "failed":
+            return {}
+        return {"failed": lambda: self.console.drill_to_failed(f"run #{r.id} {r.task_name}", task_ids=[r.task_id])}
 
     def detail(self, ops: Any, r: Any) -> tuple[str, str]:
         if self.stats_mode:

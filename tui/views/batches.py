@@ -18,7 +18,9 @@ class BatchesView(View):
     TITLE = "Batches"
     KEY = "batches"
     PAGED = True
-    COLUMNS = [("name", "Batch", 20), ("kind", "Kind", 9), ("progress", "Progress", 17),
+    MARKABLE = True
+    SORTS = [("name", "name"), ("kind", "kind"), ("failed", "failed")]
+    COLUMNS = [("name", "Batch", 17), ("kind", "Kind", 9), ("progress", "Progress", 17),
                ("done", "Done/total", 13), ("failed", "Failed", 6), ("eta", "ETA", 9)]
 
     BINDINGS = [
@@ -32,7 +34,8 @@ class BatchesView(View):
         self.show_all = False
 
     def fetch(self, ops: Any) -> Any:
-        return ops.batches(offset=self.page_offset, limit=self.PAGE_SIZE, active_only=not self.show_all)
+        return ops.batches(offset=self.page_offset, limit=self.PAGE_SIZE, active_only=not self.show_all,
+                           sort=self.sort)
 
     def show(self, page: Any) -> None:
         f = self.filter_text.lower()
@@ -70,10 +73,41 @@ class BatchesView(View):
         self.page_offset = 0
         self.console.poll_now()
 
+    def detail_actions(self, b: Any) -> dict[str, Any]:
+        acts: dict[str, Any] = {}
+        if b.failed_job_ids:
+            acts["failed"] = lambda: self.console.drill_to_failed(f"batch {b.name}", task_ids=list(b.failed_job_ids))
+        if not b.finished_at and not b.cancelled_at:
+            acts["cancel"] = lambda: self.cancel([b])
+        return acts
+
     def action_cancel(self) -> None:
-        b = self.selected()
-        if b is None:
+        marked = self.marked()
+        if marked:
+            self.cancel(marked, marked=True)
+        elif (b := self.selected()) is not None:
+            self.cancel([b])
+
+    def cancel(self, batches: list[Any], marked: bool = False) -> None:
+        if len(batches) > 1 or marked:
+            table = self.table
+
+            def call(ops: Any, progress: Any) -> int:
+                for i, b in enumerate(batches, 1):
+                    ops.cancel_batch(b.id)
+                    if progress(i, len(batches)) is False:
+                        return i
+                return len(batches)
+
+            def done(n: int) -> str:
+                table.clear_marks()
+                return f"{n:,} batches cancelled"
+
+            self.console.perform(f"cancel {len(batches)} batches", call, bulk="cancelling", done=done,
+                                 confirm=f"Cancel {len(batches)} marked batches "
+                                         f"({sum(b.pending for b in batches):,} jobs not yet run are skipped)?")
             return
+        b = batches[0]
         self.console.perform(f"cancel batch {b.name}", lambda ops: ops.cancel_batch(b.id),
                              confirm=f"Cancel batch {b.name} ({b.pending:,} jobs not yet run are skipped)?",
                              done=lambda _: f"batch {b.name} cancelled")

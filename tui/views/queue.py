@@ -19,8 +19,9 @@ class QueueView(View):
     TITLE = "Queue"
     KEY = "queue"
     PAGED = True
+    MARKABLE = True
     COLUMNS = [("id", "Id", 8), ("task", "Task", 24), ("when", "When", 10), ("attempt", "Try", 3),
-               ("args", "Arguments", 18), ("where", "Runner/tenant", 30)]
+               ("args", "Arguments", 15), ("where", "Runner/tenant", 30)]
 
     BINDINGS = [
         Binding("v", "section", "Pending/sched/running", id="queue.section"),
@@ -101,10 +102,21 @@ class QueueView(View):
         self.table.sync([], {})
         self.console.poll_now()
 
+    def detail_actions(self, j: Any) -> dict[str, Any]:
+        return {} if j.state == "running" else {"cancel": lambda: self.cancel([j])}
+
     def action_cancel(self) -> None:
-        j = self.selected()
-        if j is None:
+        marked = self.marked()
+        if marked:
+            self.cancel(marked, marked=True)
+        elif (j := self.selected()) is not None:
+            self.cancel([j])
+
+    def cancel(self, jobs: list[Any], marked: bool = False) -> None:
+        if len(jobs) > 1 or marked:
+            self.cancel_many(jobs)
             return
+        j = jobs[0]
         if j.state == "running":
             self.console.message("a running job cannot be cancelled; it finishes or fails", error=True)
             return
@@ -112,3 +124,29 @@ class QueueView(View):
                              lambda ops: ops.cancel_job(j.id, key=j.key),
                              confirm=f"Cancel {j.state} job {j.task_name} {j.id}?\n{j.args_summary}",
                              done=lambda _: f"job {j.id[:8]} cancelled")
+
+    def cancel_many(self, jobs: list[Any]) -> None:
+        """Cancel the marked jobs (each audited as ``erpq queue cancel ID``), with progress."""
+        todo = [j for j in jobs if j.state != "running"]
+        if not todo:
+            self.console.message("running jobs cannot be cancelled; they finish or fail", error=True)
+            return
+        table = self.table
+        skipped = len(jobs) - len(todo)
+
+        def call(ops: Any, progress: Any) -> int:
+            n = 0
+            for i, j in enumerate(todo, 1):
+                ops.cancel_job(j.id, key=j.key)
+                n += 1
+                if progress(i, len(todo)) is False:
+                    break
+            return n
+
+        def done(n: int) -> str:
+            table.clear_marks()
+            return f"{n:,} jobs cancelled" + (f" ({skipped} running, left alone)" if skipped else "")
+
+        self.console.perform(f"cancel {len(todo):,} jobs", call, bulk="cancelling", done=done,
+                             confirm=f"Cancel {len(todo):,} marked jobs?" + (
+                                 f" ({skipped} running ones are left alone)" if skipped else ""))

@@ -1,6 +1,9 @@
-"""Modal screens: yes/no confirmation, typed confirmation, detail text, help."""
+"""Modal screens: yes/no confirmation, typed confirmation, detail text (with the
+actions a record offers), help."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -119,3 +122,48 @@ class PromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class DetailScreen(TextScreen):
+    """A record's detail with the actions it offers (``actions``: name → callable).
+
+    A key runs its action after the screen closes, exactly as the list's key
+    would (same confirmation, same audit); keys of actions this record does not
+    offer are disabled and not shown. The hint line names the keys in force.
+    """
+
+    BINDINGS = [
+        Binding("r", "act('retry')", "Retry", id="detail.retry"),
+        Binding("d", "act('forget')", "Forget", id="detail.forget"),
+        Binding("f", "act('failed')", "Failed jobs", id="detail.failed"),
+        Binding("c", "act('cancel')", "Cancel", id="detail.cancel"),
+    ]
+
+    def __init__(self, title: str, body: str | Text, actions: dict[str, Callable[[], None]] | None = None) -> None:
+        super().__init__(title, body)
+        self.offered = dict(actions or {})
+
+    def hint(self) -> str:
+        keys = [f"{self.app.key_label(b)}: {b.description.lower()}" for b in self.BINDINGS  # type: ignore[attr-defined]
+                if self._offered(b.action)]
+        return "   ".join([*keys, "Esc: back   ↑↓ PgUp PgDn: scroll"])
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one(".hint", Static).update(Text(self.hint()))
+
+    def _offered(self, action: str) -> bool:
+        return action.removeprefix("act('").removesuffix("')") in self.offered
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "act":
+            return bool(parameters) and parameters[0] in self.offered
+        return True
+
+    def action_act(self, name: str) -> None:
+        run = self.offered.get(name)
+        self.dismiss(None)
+        if run is not None:
+            # After the list screen is back and has its focus again: a drill-down
+            # that switches views must not have its tab switched back by that.
+            self.app.call_after_refresh(run)
