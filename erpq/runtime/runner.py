@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from huey.consumer import Consumer, Scheduler
 
 from .. import events
-from ..db import session_scope, utcnow
+from ..db import db_now, session_scope
 from ..models import Runner
 from . import locks
 
@@ -48,9 +48,10 @@ class Heartbeat:
     def register(self) -> None:
         rt = self.rt
         with session_scope(rt.Session) as s:
+            now = db_now(s)  # the database's clock: heartbeats are compared across runners
             s.merge(Runner(id=rt.runner_id, host=socket.gethostname(), pid=os.getpid(),
                            workers=self.workers, periodic=self.periodic, kind=self.kind,
-                           queue=rt.queue_label, started_at=utcnow(), heartbeat_at=utcnow(),
+                           queue=rt.queue_label, started_at=now, heartbeat_at=now,
                            stopped_at=None))
         register = getattr(rt.huey.storage, "register_runner", None)
         if register is not None:
@@ -86,7 +87,7 @@ class Heartbeat:
                 s.rollback()
                 self.register()
                 return
-            runner.heartbeat_at = utcnow()
+            runner.heartbeat_at = db_now(s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -100,7 +101,7 @@ class Heartbeat:
             with session_scope(rt.Session) as s:
                 runner = s.get(Runner, rt.runner_id)
                 if runner is not None:
-                    runner.stopped_at = utcnow()
+                    runner.stopped_at = db_now(s)
 
         self._safe(mark_stopped)
 
@@ -108,8 +109,31 @@ class Heartbeat:
     def _safe(fn) -> None:
         try:
             fn()
-        except Exception:
-            log.exception("runner housekeeping failed: %s", getattr(fn, "__name__", fn))
+        except Exception as exc:
+            what = getattr(fn, "__name__", fn)
+            down = unreachable(exc)
+            if down:  # the store or the database is away: one line per beat, no traceback
+                log.warning("runner housekeeping (%s) skipped, will retry: %s", what, down)
+            else:
+                log.exception("runner housekeeping failed: %s", what)
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One line when ``exc`` says the queue store or the database cannot be used
+    right now (down, restarting, locked, disk full), else None."""
+    import sqlite3
+
+    import redis
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        first = str(exc.orig or exc).strip().splitlines()
+        return f"database: {first[0] if first else type(exc.orig).__name__}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return f"queue store: {exc}"
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"queue store: {exc}"
+    return None
 
 
 class ErpqScheduler(Scheduler):
@@ -119,6 +143,18 @@ class ErpqScheduler(Scheduler):
     def __init__(self, huey, *args, **kwargs):
         super().__init__(huey, *args, **kwargs)
         self.periodic_task_seconds = huey.runtime.settings.runner.periodic_check_s
+
+    def enqueue_periodic_tasks(self, now):
+        # Huey lets an error here end the scheduler thread (and an embedded runner
+        # never restarts it): a database or store outage must only skip this check.
+        try:
+            super().enqueue_periodic_tasks(now)
+        except Exception as exc:
+            down = unreachable(exc)
+            if down:
+                log.warning("periodic check skipped, will retry: %s", down)
+            else:
+                log.exception("periodic check failed (will retry)")
 
 
 class ErpqConsumer(Consumer):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 
+import redis
 from huey.storage import RedisStorage, SqliteStorage
 
 #: A claim is (claim key, runner id, claimed_at epoch or None, serialized task).
@@ -52,6 +53,15 @@ class _Claims:
     def drop_claim(self) -> None:
         """Forget the current claim without releasing it (the task did not finish)."""
         self._claims.claim = None
+
+    def _keep(self, release, stale: tuple) -> None:
+        """A release that failed (the store unreachable, locked or full) is kept for
+        the next dequeue: dropped, its finished task would stay claimed by this
+        runner and run again once the runner stops and its claims are recovered."""
+        self._claims.claim = None
+        if release is not None and self._claims.release is None:
+            self._claims.release = release
+        self._claims.stale_keys = tuple(dict.fromkeys(stale + self._claims.stale_keys))
 
     def delete_later(self, key: str) -> None:
         """Delete a result-store key (Huey clears each finished task's revoke flag)
@@ -83,6 +93,14 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
 
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
+        stale = self._claims.stale_keys
+        try:
+            return self._dequeue(release)
+        except BaseException:
+            self._keep(release, stale)
+            raise
+
+    def _dequeue(self, release):
         if not self.sql("select 1 from task where queue = ? limit 1", (self.name,), results=True):
             if release is not None or self._claims.stale_keys:
                 with self.db(commit=True) as curs:
@@ -108,9 +126,14 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
-        if release is not None or self._claims.stale_keys:
-            with self.db(commit=True) as curs:
-                self._cleanup(curs, release)
+        stale = self._claims.stale_keys
+        if release is not None or stale:
+            try:
+                with self.db(commit=True) as curs:
+                    self._cleanup(curs, release)
+            except BaseException:
+                self._keep(release, stale)
+                raise
 
     def read_schedule(self, ts):
         """Move due scheduled tasks straight into the queue, in one transaction.
@@ -289,6 +312,13 @@ class ReliableRedisStorage(_Claims, RedisStorage):
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
+        try:
+            return self._dequeue(release, stale)
+        except BaseException:
+            self._keep(release, stale)
+            raise
+
+    def _dequeue(self, release, stale):
         key = self.inflight_key()
         if self._registered != self.runner_id:
             self.register_runner()
@@ -297,6 +327,7 @@ class ReliableRedisStorage(_Claims, RedisStorage):
             # One round trip: drop the finished claim and stale keys, take the next task.
             data = self._release_and_take(keys=[key, self.queue_key, self.result_key, claimed],
                                           args=[release or b"", *stale])
+            release, stale = None, ()  # released: nothing to keep if the next step fails
             if data is not None:
                 self._claims.claim = data
                 return data
@@ -309,18 +340,25 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         else:
             moved = self.conn.lmove(self.queue_key, key, "RIGHT", "LEFT")
         if moved is not None:  # the queue was empty a moment ago: one more round trip is free
-            self.conn.hset(claimed, moved, time.time())
             self._claims.claim = moved
+            try:
+                self.conn.hset(claimed, moved, time.time())
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # the claim time is for display; the claim itself is taken: run the task
         return moved
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
-        if release is not None:
-            self.conn.lrem(self.inflight_key(), 1, release)
-            self.conn.hdel(self.claimed_key(), release)
-        if stale:
-            self.conn.hdel(self.result_key, *stale)
+        try:
+            if release is not None:
+                self.conn.lrem(self.inflight_key(), 1, release)
+                self.conn.hdel(self.claimed_key(), release)
+            if stale:
+                self.conn.hdel(self.result_key, *stale)
+        except BaseException:
+            self._keep(release, stale)
+            raise
 
     def read_schedule(self, ts):
         """Move due scheduled tasks to the queue atomically (see the SQLite storage)."""
