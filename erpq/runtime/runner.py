@@ -28,6 +28,7 @@ from .. import events
 from ..db import db_now, session_scope
 from ..models import Runner
 from . import locks
+from .outage import unreachable
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -116,24 +117,6 @@ class Heartbeat:
                 log.warning("runner housekeeping (%s) skipped, will retry: %s", what, down)
             else:
                 log.exception("runner housekeeping failed: %s", what)
-
-
-def unreachable(exc: BaseException) -> str | None:
-    """One line when ``exc`` says the queue store or the database cannot be used
-    right now (down, restarting, locked, disk full), else None."""
-    import sqlite3
-
-    import redis
-    import sqlalchemy.exc
-
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-        first = str(exc.orig or exc).strip().splitlines()
-        return f"database: {first[0] if first else type(exc.orig).__name__}"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return f"queue store: {exc}"
-    if isinstance(exc, sqlite3.OperationalError):
-        return f"queue store: {exc}"
-    return None
 
 
 class ErpqScheduler(Scheduler):

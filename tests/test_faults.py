@@ -1,0 +1,271 @@
+"""Issue 13, item 5: faults survived, each with the real server it needs, started
+and stopped by the test (tests/fault_fixtures.py), and real ``erpq queue work``
+runner processes.
+
+The default form of each test is short (CI). ERPQ_FAULTS_FULL=1 runs the long
+soak: many more jobs and repeated faults.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from erpq.config import load
+from erpq.db import make_engine, upgrade
+from erpq.models import FailedJob, JobRun, Runner
+from erpq.runtime import Runtime
+from fault_fixtures import (  # noqa: F401  (fixtures: the tests' arguments)
+    FULL,
+    effects,
+    fault_jobs_registered,
+    pg_cluster,
+    redis_server,
+    runners,
+    sleep_a_little,
+    small_disk,
+    started,
+    write_config,
+)
+from fault_jobs import EFFECTS_DDL
+from polling import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _schema(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(EFFECTS_DDL)
+    finally:
+        engine.dispose()
+
+
+def _pids_of(folder, gate: str) -> set[int]:
+    return {int(p.read_text()) for p in folder.glob(f"{gate}.started.*")}
+
+
+# ---------------------------------------------------------------- Redis restarted
+
+def test_redis_restart_runners_reconnect_and_lose_nothing(tmp_path, redis_server, pg_url, runners,  # noqa: F811
+                                                          fault_jobs_registered):  # noqa: F811
+    """Redis (append-only file, fsync always) is killed with SIGKILL while two
+    runners work, two jobs held in flight finish during the outage, and Redis
+    starts again on its files: the runners carry on without a restart, every
+    job's effect exists, no job ran twice beyond those in flight, and after a
+    graceful stop nothing is left claimed or queued."""
+    _schema(pg_url)
+    cfg = write_config(tmp_path / "config.toml", redis_server.url, pg_url)
+    rt = Runtime(load(cfg))
+    try:
+        n_jobs, restarts = (3000, 3) if FULL else (60, 1)
+        gate = tmp_path / "gate"
+        held = [10_000, 10_001]
+        for n in held:
+            rt.enqueue("FaultEffectJob", n, gate=str(gate))
+        procs = [runners(tmp_path, cfg, f"r{i}") for i in range(2)]
+        for p in procs:
+            p.wait_started()
+        wait_until(lambda: started(tmp_path, "gate") == 2, message="two jobs held in flight")
+        for n in range(n_jobs):
+            rt.enqueue("FaultEffectJob", n, pause=0.01)
+
+        for k in range(restarts):
+            target = n_jobs * (k + 1) // (restarts + 1)
+            wait_until(lambda t=target: len(effects(rt.engine)) >= t, timeout=120, message="some progress")
+            redis_server.kill()
+            if k == 0:
+                gate.touch()  # the held jobs finish while Redis is down
+                wait_until(lambda: all(n in effects(rt.engine) for n in held), message="the held jobs' effects")
+            wait_until(lambda: "Error reading from queue" in (tmp_path / "erpq.log").read_text(),
+                       message="the runners to meet the outage")
+            sleep_a_little(1.0)
+            assert all(p.alive() for p in procs), [p.output() for p in procs]
+            redis_server.start()
+
+        wait_until(lambda: len(effects(rt.engine)) == n_jobs + len(held), timeout=300,
+                   message="every job's effect")
+        # Both runners take work again: four jobs held by a new gate occupy all four workers.
+        gate2 = tmp_path / "gate2"
+        for n in range(20_000, 20_004):
+            rt.enqueue("FaultEffectJob", n, gate=str(gate2))
+        wait_until(lambda: started(tmp_path, "gate2") == 4, message="all four workers to take a job")
+        assert _pids_of(tmp_path, "gate2") == {p.pid for p in procs}
+        gate2.touch()
+        wait_until(lambda: len(effects(rt.engine)) == n_jobs + len(held) + 4, message="the last jobs")
+
+        for p in procs:
+            assert p.stop() == 0, p.output()
+        assert rt.huey.storage.inflight_count() == 0  # every finished job's claim was released
+        assert rt.huey.pending_count() == 0
+        eff = effects(rt.engine)
+        twice = [n for n, c in eff.items() if c > 1]
+        assert len(twice) <= 4 * restarts, twice  # at most the jobs in flight at each crash
+        with rt.read_session() as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(FailedJob)) == 0
+            ok = s.scalar(sa.select(sa.func.count()).select_from(JobRun).where(JobRun.status == "success"))
+        assert ok >= n_jobs + len(held) + 4
+    finally:
+        rt.close()
+
+
+# ---------------------------------------------------------------- PostgreSQL restarted
+
+def test_postgres_restart_jobs_fail_or_retry_and_history_resumes(tmp_path, pg_cluster, runners,  # noqa: F811
+                                                                fault_jobs_registered):  # noqa: F811
+    """The runners' own PostgreSQL goes down while four jobs are in flight (two
+    with retries, two without) and comes back; then it is restarted with
+    ``pg_ctl restart -m immediate`` while jobs flow. No runner dies, the jobs
+    that retry succeed, those that cannot are in failed_jobs with the error,
+    and run history and heartbeats resume."""
+    url = pg_cluster.url
+    _schema(url)
+    cfg = write_config(tmp_path / "config.toml", "sqlite:///queue.db", url)
+    rt = Runtime(load(cfg))
+    try:
+        gate = tmp_path / "gate"
+        retried, once = [1, 2], [3, 4]
+        for n in retried:
+            rt.enqueue("FaultEffectJob", n, gate=str(gate))
+        for n in once:
+            rt.enqueue("FaultOnceJob", n, gate=str(gate))
+        procs = [runners(tmp_path, cfg, f"r{i}") for i in range(2)]
+        for p in procs:
+            p.wait_started()
+        wait_until(lambda: started(tmp_path, "gate") == 4, message="four jobs in flight")
+
+        pg_cluster.stop("immediate")
+        gate.touch()  # the jobs reach the database while it is down
+        log = tmp_path / "erpq.log"
+        wait_until(lambda: log.read_text().count("waits for the outage to end") >= 2,
+                   message="the two jobs without retries to wait to record their failure")
+        wait_until(lambda: "Retrying job: FaultEffectJob" in log.read_text(), message="a retry")
+        assert all(p.alive() for p in procs), [p.output() for p in procs]
+        pg_cluster.start()
+
+        wait_until(lambda: all(n in effects(rt.engine) for n in retried), message="the retried jobs' effects")
+
+        def failed():
+            with rt.read_session() as s:
+                return s.scalars(sa.select(FailedJob).where(FailedJob.task_name == "FaultOnceJob")).all()
+
+        rows = wait_until(lambda: len(failed()) == 2 and failed(), message="the failures recorded")
+        assert sorted(r.args["args"][0] for r in rows) == once
+        assert all(r.exception_type == "OperationalError" for r in rows)
+        assert not any(n in effects(rt.engine) for n in once)
+
+        # A restart while jobs flow (crash and recovery): jobs retry, none is lost.
+        n_jobs, restarts = (1000, 3) if FULL else (40, 1)
+        for n in range(100, 100 + n_jobs):
+            rt.enqueue("FaultEffectJob", n, pause=0.01)
+        for k in range(restarts):
+            target = 4 + n_jobs * (k + 1) // (restarts + 1)
+            wait_until(lambda t=target: len(effects(rt.engine)) >= t - 2, timeout=120, message="progress")
+            pg_cluster.restart("immediate")
+        with rt.session() as s:
+            back = s.scalar(sa.text("SELECT CURRENT_TIMESTAMP"))
+        wait_until(lambda: len(effects(rt.engine)) == n_jobs + 2, timeout=300, message="every job's effect")
+        eff = effects(rt.engine)
+        assert len([n for n, c in eff.items() if c > 1]) <= 4 * restarts  # in flight at a restart
+
+        def resumed():
+            with rt.read_session() as s:
+                runs = s.scalar(sa.select(sa.func.count()).select_from(JobRun)
+                                .where(JobRun.status == "success", JobRun.finished_at > back))
+                beats = s.scalars(sa.select(Runner.heartbeat_at).where(Runner.pid.in_([p.pid for p in procs]),
+                                                                       Runner.stopped_at.is_(None))).all()
+            return runs and len(beats) == 2 and all(b > back for b in beats)
+
+        wait_until(resumed, message="run history and heartbeats after the restart")
+        assert all(p.alive() for p in procs), [p.output() for p in procs]
+        for p in procs:
+            assert p.stop() == 0, p.output()
+        assert rt.huey.storage.inflight_count() == 0 and rt.huey.pending_count() == 0
+    finally:
+        rt.close()
+
+
+# ---------------------------------------------------------------- SQLite locked
+
+def test_sqlite_locked_longer_than_the_busy_timeout(tmp_path, runners, fault_jobs_registered):  # noqa: F811
+    """Another connection holds the write lock of the SQLite database and of the
+    SQLite queue for several busy timeouts: the CLI refuses in one line (exit 1,
+    no traceback, nothing changed), the runner waits it out and then finishes
+    every job, and both files pass integrity_check."""
+    import sqlite3
+
+    from badinput import run_cli
+
+    cfg = write_config(tmp_path / "config.toml", "sqlite:///queue.db", "sqlite:///erpq.db", busy_timeout_s=0.3)
+    rt = Runtime(load(cfg))
+    try:
+        with rt.engine.begin() as conn:
+            conn.exec_driver_sql(EFFECTS_DDL)
+        proc = runners(tmp_path, cfg, "r0")
+        proc.wait_started()
+        for n in range(10):
+            rt.enqueue("FaultEffectJob", n)
+        wait_until(lambda: len(effects(rt.engine)) == 10, message="the first jobs")
+
+        log = tmp_path / "erpq.log"
+        rounds = 3 if FULL else 1
+        for k in range(rounds):
+            base = 100 * (k + 1)
+            db = sqlite3.connect(tmp_path / "erpq.db", isolation_level=None)
+            db.execute("BEGIN EXCLUSIVE")  # every writer of the database now waits, then fails
+            for n in range(base, base + 10):
+                rt.enqueue("FaultEffectJob", n)  # the queue is free: jobs go in, their effects wait
+            r = run_cli(str(cfg), ["schedule", "pause", "crm:check-activity-reminders"])
+            assert r.code == 1 and r.out == "", r
+            assert r.err.count("\n") == 1 and "database is locked" in r.err and "erpq.db" in r.err, r.err
+
+            wait_until(lambda: "database: database is locked" in log.read_text(),
+                       message="the runner to meet the database's lock")
+            sleep_a_little(1.5)  # five busy timeouts
+            assert proc.alive(), proc.output()
+            db.execute("ROLLBACK")
+            db.close()
+            wait_until(lambda b=base: all(n in effects(rt.engine) for n in range(b, b + 10)),
+                       message="the jobs enqueued during the lock")
+
+            # Now the queue's lock, while both workers are busy and work waits.
+            gate = tmp_path / f"gate{k}"
+            for n in (base + 50, base + 51):
+                rt.enqueue("FaultEffectJob", n, gate=str(gate))
+            wait_until(lambda g=gate.name: started(tmp_path, g) == 2, message="both workers busy")
+            for n in range(base + 10, base + 20):
+                rt.enqueue("FaultEffectJob", n)
+            queue = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+            queue.execute("BEGIN EXCLUSIVE")
+            r = run_cli(str(cfg), ["queue", "dispatch", "FaultEffectJob", "--args", "[999]"])
+            assert r.code == 1 and r.out == "", r
+            assert r.err.count("\n") == 1 and "cannot use the queue store" in r.err, r.err
+            assert "database is locked" in r.err, r.err
+            gate.touch()  # the workers finish and go for the next job: the queue is locked
+            wait_until(lambda: "Error reading from queue" in log.read_text(),
+                       message="the runner to meet the queue's lock")
+            sleep_a_little(1.5)
+            assert proc.alive(), proc.output()
+            queue.execute("ROLLBACK")
+            queue.close()
+            wait_until(lambda b=base: all(n in effects(rt.engine) for n in (*range(b + 10, b + 20), b + 50, b + 51)),
+                       message="the jobs queued during the lock")
+
+        assert 999 not in effects(rt.engine)  # the refused dispatch stored nothing
+        with rt.read_session() as s:
+            paused = s.execute(sa.text("SELECT COUNT(*) FROM schedule_state WHERE paused")).scalar()
+        assert not paused  # nor did the refused pause
+        assert proc.stop() == 0, proc.output()
+        assert rt.huey.storage.inflight_count() == 0 and rt.huey.pending_count() == 0
+        rt.history.flush()
+        with rt.read_session() as s:
+            ok = s.scalars(sa.select(JobRun.task_id).where(JobRun.status == "success",
+                                                           JobRun.task_name == "FaultEffectJob")).all()
+        assert len(set(ok)) == 10 + 22 * rounds  # history lost nothing either
+        for name in ("erpq.db", "queue.db"):
+            with sqlite3.connect(tmp_path / name) as conn:
+                assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        rt.close()
