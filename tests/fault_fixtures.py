@@ -272,13 +272,16 @@ class Tmpfs:
     def fill(self, name: str = "filler") -> Path:
         """Write zeros until the disk is full; returns the filler file."""
         filler = self.path / name
-        with filler.open("ab") as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * 4096)
-                    fh.flush()
-            except OSError:
-                pass
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for chunk in (1 << 16, 4096, 512):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
         return filler
 
     def unmount(self) -> None:

@@ -269,3 +269,75 @@ def test_sqlite_locked_longer_than_the_busy_timeout(tmp_path, runners, fault_job
                 assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         rt.close()
+
+
+# ---------------------------------------------------------------- disk full
+
+def test_sqlite_disk_full_then_space_returns(tmp_path, small_disk, runners, fault_jobs_registered):  # noqa: F811
+    """The SQLite queue and database live on a 4 MB tmpfs that fills up while a
+    runner works: the CLI says in one line which file is full (exit 1, nothing
+    stored), the runner keeps running and logs it, both files pass
+    integrity_check, and once space returns every job runs."""
+    import sqlite3
+
+    from badinput import run_cli
+
+    disk = small_disk.path
+    cfg = write_config(tmp_path / "config.toml", f"sqlite:///{disk}/queue.db", f"sqlite:///{disk}/erpq.db",
+                       log=str(tmp_path / "erpq.log"))
+    rt = Runtime(load(cfg))
+    log = tmp_path / "erpq.log"
+    pad = "x" * 60_000  # a big task message: writing it needs fresh pages
+    try:
+        with rt.engine.begin() as conn:
+            conn.exec_driver_sql(EFFECTS_DDL)
+        proc = runners(tmp_path, cfg, "r0")
+        proc.wait_started()
+        rounds = 3 if FULL else 1
+        expected: set[int] = set()
+        for k in range(rounds):
+            base = 1000 * k
+            gate = tmp_path / f"gate{k}"
+            for n in (base + 1, base + 2):  # both workers busy
+                rt.enqueue("FaultEffectJob", n, gate=str(gate))
+            wait_until(lambda g=gate.name: started(tmp_path, g) == 2, message="both workers busy")
+            for n in range(base + 10, base + 13):  # waiting work with big messages
+                rt.enqueue("FaultEffectJob", n, pad=pad)
+            expected |= {base + 1, base + 2, *range(base + 10, base + 13)}
+            for name in ("queue.db", "erpq.db"):
+                with sqlite3.connect(disk / name) as conn:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = small_disk.fill()
+
+            n = base + 100
+            with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+                for n in range(base + 100, base + 300):  # noqa: B007  (the queue takes what still fits)
+                    rt.enqueue("FaultEffectJob", n, pad=pad)
+                    expected.add(n)
+            r = run_cli(str(cfg), ["queue", "dispatch", "FaultEffectJob", "--args", f'{{"n": 99999, "pad": "{pad}"}}'])
+            assert r.code == 1 and r.out == "", r
+            assert r.err.count("\n") == 1 and "database or disk is full" in r.err, r.err
+            assert f"{disk}/" in r.err, r.err  # names the file (database or queue) that is full
+
+            gate.touch()  # the workers finish and take the big jobs: no room to claim them
+            wait_until(lambda: "database or disk is full" in log.read_text(), message="the runner to meet the full disk")
+            sleep_a_little(1.0)
+            assert proc.alive(), proc.output()
+            for name in ("queue.db", "erpq.db"):
+                with sqlite3.connect(disk / name) as conn:
+                    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+            filler.unlink()  # space returns
+            wait_until(lambda want=frozenset(expected): want <= set(effects(rt.engine)), timeout=60,
+                       message="every job after the space returned")
+        for n in range(5000, 5005):
+            rt.enqueue("FaultEffectJob", n)
+        wait_until(lambda: len(effects(rt.engine)) == len(expected) + 5, message="new work")
+        assert 99999 not in effects(rt.engine)
+        assert proc.stop() == 0, proc.output()
+        assert rt.huey.storage.inflight_count() == 0 and rt.huey.pending_count() == 0
+        for name in ("queue.db", "erpq.db"):
+            with sqlite3.connect(disk / name) as conn:
+                assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        rt.close()

@@ -190,6 +190,15 @@ class ErpqHuey(Huey):
             value = self._execute_claimed(task, timestamp, run)
             finished = "interrupted" not in run.signals
             return value
+        except Exception as exc:
+            if "executing" in run.signals and unreachable(exc) and hasattr(self.storage, "requeue_current"):
+                # It ran, but Huey could not hand it back (its retry not scheduled:
+                # the store is away). Claimed by a live runner it would wait for
+                # this runner to stop: put it back on the queue once the store is back.
+                if retrying(lambda: self.storage.requeue_current(self.serialize_task(task)),
+                            f"requeueing {task.name} {task.id}"):
+                    log.warning("Requeued job: %s %s (its retry could not be scheduled)", task.name, task.id)
+            raise
         finally:
             self._ctx.run = outer
             try:

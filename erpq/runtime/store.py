@@ -54,6 +54,17 @@ class _Claims:
         """Forget the current claim without releasing it (the task did not finish)."""
         self._claims.claim = None
 
+    def requeue_current(self, data: bytes) -> bool:
+        """Put the current task back on the queue as ``data`` and drop its claim
+        (its run ended but could not be handed back, e.g. the retry could not be
+        scheduled while the store was away)."""
+        claim = self._claims.claim
+        if claim is None:
+            return False
+        taken = self.requeue_claims([(claim, data)])  # an error keeps the claim, for another try
+        self._claims.claim = None
+        return bool(taken)
+
     def _keep(self, release, stale: tuple) -> None:
         """A release that failed (the store unreachable, locked or full) is kept for
         the next dequeue: dropped, its finished task would stay claimed by this
