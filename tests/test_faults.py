@@ -30,7 +30,7 @@ from fault_fixtures import (  # noqa: F401  (fixtures: the tests' arguments)
 from fault_jobs import EFFECTS_DDL
 from polling import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 
 def _schema(url: str) -> None:
@@ -341,3 +341,108 @@ def test_sqlite_disk_full_then_space_returns(tmp_path, small_disk, runners, faul
                 assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         rt.close()
+
+
+# ---------------------------------------------------------------- a runner's clock stepped
+
+def test_clock_stepped_back_and_forward_on_one_runner(tmp_path, pg_url, runners,  # noqa: F811
+                                                      fault_jobs_registered):  # noqa: F811
+    """Runner B's wall clock (libfaketime) steps back an hour, then forward an
+    hour, while runner A runs at real time on the same PostgreSQL database. A
+    lock lease B holds never looks lapsed to A and is not taken over; B cannot
+    take over the lease A holds; no periodic tick is fired twice, early or
+    marked missed ahead of time; neither runner is taken for dead."""
+
+    from erpq.db import db_now
+    from erpq.models import Lock
+    from erpq.runtime import locks
+    from erpq.runtime.app import lock_name
+    from fault_fixtures import FAKETIME_LIB, step_clock
+    from fault_jobs import HOLD, TICK
+
+    if FAKETIME_LIB is None:
+        pytest.fail("libfaketime is not installed (apt-get install faketime libfaketime)")
+    fault_jobs_registered.register_periodic()  # before the settings are read: they list the periodic tasks
+    _schema(pg_url)
+    extra = "[schedule]\nlock_lease_s = 10\n"
+    cfg_a = write_config(tmp_path / "a.toml", "sqlite:///qa.db", pg_url, log="a.log", extra=extra)
+    cfg_b = write_config(tmp_path / "b.toml", "sqlite:///qb.db", pg_url, log="b.log", extra=extra)
+    rt_a, rt_b = Runtime(load(cfg_a)), Runtime(load(cfg_b))
+    clock = tmp_path / "clock"
+    step_clock(clock, "+0")
+    lock = lock_name(HOLD)
+    try:
+        a = runners(tmp_path, cfg_a, "a", periodic=True)
+        b = runners(tmp_path, cfg_b, "b", periodic=True, faketime_file=clock)
+        a.wait_started()
+        b.wait_started()
+
+        def runner_id(proc) -> str:
+            with rt_a.read_session() as s:
+                return s.scalar(sa.select(Runner.id).where(Runner.pid == proc.pid, Runner.stopped_at.is_(None)))
+
+        ids = {p: wait_until(lambda p=p: runner_id(p), message="the runners' rows") for p in (a, b)}
+
+        def run(task_id: str) -> JobRun | None:
+            with rt_a.read_session() as s:
+                return s.scalars(sa.select(JobRun).where(JobRun.task_id == task_id)).first()
+
+        def finished(task_id: str) -> JobRun | None:
+            row = run(task_id)
+            return row if row is not None and row.finished_at is not None else None
+
+        for k, (offset, holder, other) in enumerate((("-1h", b, a), ("+1h", a, b))):
+            step_clock(clock, offset)
+            # B's clock has moved: a job B runs records its start on B's clock.
+            probe = rt_b.enqueue("FaultEffectJob", k)
+            with rt_a.session() as s:
+                real = db_now(s)
+            probe_row = wait_until(lambda p=probe: finished(p), message="B's probe job")
+            assert abs((probe_row.started_at - real).total_seconds()) > 50 * 60, (probe_row.started_at, real)
+
+            rts = {a: rt_a, b: rt_b}
+            held = rts[holder].trigger_periodic(HOLD)
+            wait_until(lambda h=holder: (tmp_path / f"hold.started.{h.pid}").exists(),
+                       message=f"{holder.name} to hold the lock")
+            expiries: set = set()
+
+            def renewed(h=holder, seen=expiries):
+                with rt_a.read_session() as s:
+                    row = s.get(Lock, lock)
+                assert row is not None and row.holder == ids[h], row
+                assert locks.holder_of(rt_a.Session, lock) is not None  # the lease has not lapsed
+                seen.add(row.expires_at)
+                return len(seen) >= 4
+
+            wait_until(renewed, message=f"{holder.name} to renew its lease")
+            tried = rts[other].trigger_periodic(HOLD)
+            row = wait_until(lambda t=tried: finished(t), message=f"{other.name}'s attempt")
+            assert row.status == "skipped" and ids[holder] in row.error, (row.status, row.error)
+            assert not (tmp_path / f"hold.started.{other.pid}").exists()  # it never ran alongside
+
+            (tmp_path / "hold.release").touch()
+            assert wait_until(lambda h=held: finished(h), message="the holder's run").status == "success"
+            wait_until(lambda: locks.holder_of(rt_a.Session, lock) is None, message="the lock released")
+            for f in [tmp_path / "hold.release", *tmp_path.glob("hold.started.*")]:
+                f.unlink()
+            sleep_a_little(2.0)  # a couple of periodic checks on the stepped clock
+
+        step_clock(clock, "+0")
+        with rt_a.session() as s:
+            now = db_now(s)
+            ticks = s.scalars(sa.select(JobRun).where(JobRun.task_name == TICK)).all()
+            alive = s.scalars(sa.select(Runner.id).where(Runner.id.in_(list(ids.values())),
+                                                         Runner.stopped_at.is_(None))).all()
+        assert ticks, "the tick task never fired"
+        assert all(t.tick <= now for t in ticks), [t.tick for t in ticks if t.tick > now]  # nothing early
+        assert not [t for t in ticks if t.status == "missed"]
+        assert len({t.tick for t in ticks}) == len(ticks)  # one run per tick
+        assert sorted(alive) == sorted(ids.values())  # neither runner was declared dead
+        logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+        assert "Recovered job" not in logs
+        for p in (a, b):
+            assert p.alive(), p.output()
+            assert p.stop() == 0, p.output()
+    finally:
+        rt_a.close()
+        rt_b.close()
