@@ -24,18 +24,32 @@ log = logging.getLogger("erpq.runner")
 RETRY_FOR_S = 30.0
 
 
+#: Words of a driver error that says the server or file cannot be used right now,
+#: as opposed to a wrong statement or a missing table (also OperationalError).
+OUTAGE_WORDS = (
+    "database is locked", "table is locked", "disk is full", "no space left", "disk i/o error",
+    "unable to open database", "connect", "connection", "server closed", "terminating",
+    "shutting down", "starting up", "in recovery", "gone away", "timeout", "timed out",
+)
+
+
 def unreachable(exc: BaseException) -> str | None:
     """One line when ``exc`` says the queue store or the database cannot be used
     right now (down, restarting, locked, disk full), else None."""
     import redis
     import sqlalchemy.exc
 
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-        lines = str(exc.orig or exc).strip().splitlines()
-        return f"database: {lines[0] if lines else type(exc.orig).__name__}"
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"queue store: {exc}"
-    if isinstance(exc, sqlite3.OperationalError):
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        lines = str(exc.orig or exc).strip().splitlines()
+        first = lines[0] if lines else type(exc.orig).__name__
+        if exc.connection_invalidated or (
+                isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+                and any(w in first.lower() for w in OUTAGE_WORDS)):
+            return f"database: {first}"
+        return None
+    if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in OUTAGE_WORDS):
         return f"queue store: {exc}"
     return None
 
