@@ -349,6 +349,7 @@ class FairRedisStorage(ReliableRedisStorage):
         except BaseException:
             self._keep(release, stale)
             raise
+        self._forgot(release)
 
     # -- reading and removing
     def queue_size(self) -> int:

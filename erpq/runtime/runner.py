@@ -74,6 +74,14 @@ class Heartbeat:
         self._safe(self._write_heartbeat)
         self._safe(lambda: locks.renew(rt.Session, rt.runner_id, rt.settings.schedule.lock_lease_s))
         self._safe(rt.recover_dead_runners)
+        reclaim = getattr(rt.huey.storage, "reclaim_orphans", None)
+        if reclaim is not None:
+            def reclaim_orphans():
+                if n := reclaim():
+                    log.warning("Requeued %d job(s) this runner had taken while the queue store "
+                                "connection dropped (the reply was lost)", n)
+
+            self._safe(reclaim_orphans)
         self._safe(lambda: events.sweep(rt))
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = time.monotonic()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 import redis
 from huey.storage import RedisStorage, SqliteStorage
@@ -52,7 +53,11 @@ class _Claims:
 
     def drop_claim(self) -> None:
         """Forget the current claim without releasing it (the task did not finish)."""
+        self._forgot(self._claims.claim)
         self._claims.claim = None
+
+    def _forgot(self, claim) -> None:
+        """No thread of this process works on ``claim`` any more (``ReliableRedisStorage``)."""
 
     def requeue_current(self, data: bytes) -> bool:
         """Put the current task back on the queue as ``data`` and drop its claim
@@ -62,6 +67,7 @@ class _Claims:
         if claim is None:
             return False
         taken = self.requeue_claims([(claim, data)])  # an error keeps the claim, for another try
+        self._forgot(claim)
         self._claims.claim = None
         return bool(taken)
 
@@ -298,10 +304,24 @@ return data
 
 
 class ReliableRedisStorage(_Claims, RedisStorage):
+    """Redis: ``LMOVE``/``BLMOVE`` to a per-runner in-flight list.
+
+    When the connection drops during a take, Redis may have moved the task while
+    its reply was lost: the task then sits in this live runner's in-flight list
+    with no thread working on it. This process counts the claims its threads
+    hold (``_held``); after such an error, ``reclaim_orphans`` (each heartbeat)
+    puts back on the queue what the list holds beyond them, once seen in two
+    passes (a reply merely in transit is counted by then).
+    """
+
     def __init__(self, *args, runner_id: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.runner_id = runner_id
         self._claims = _ClaimState()
+        self._held: Counter = Counter()
+        self._held_lock = threading.Lock()
+        self._uncertain = 0  # connection errors during a take since the last clean pass
+        self._suspects: set = set()
         self.runners_key = f"huey.erpq.runners.{self.name}"
         self._registered: str | None = None
         self._requeue = self.conn.register_script(_REQUEUE_LUA)
@@ -324,10 +344,45 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
         try:
-            return self._dequeue(release, stale)
-        except BaseException:
+            data = self._dequeue(release, stale)
+        except BaseException as exc:
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                self._uncertain += 1  # a task may have moved in-flight with its reply lost
             self._keep(release, stale)
             raise
+        with self._held_lock:
+            if release is not None:
+                self._held[release] -= 1
+                if self._held[release] <= 0:
+                    del self._held[release]
+            if data is not None:
+                self._held[data] += 1
+        return data
+
+    def _forgot(self, claim) -> None:
+        if claim is None:
+            return
+        with self._held_lock:
+            self._held[claim] -= 1
+            if self._held[claim] <= 0:
+                del self._held[claim]
+
+    def reclaim_orphans(self) -> int:
+        """After a connection error during a take: put back on the queue the tasks
+        in this runner's in-flight list that no thread here holds (seen in two
+        passes); returns how many."""
+        if not self._uncertain:
+            return 0
+        errors = self._uncertain
+        items = self.conn.lrange(self.inflight_key(), 0, -1)
+        with self._held_lock:
+            orphans = Counter(items) - self._held
+        confirmed = [d for d in orphans if d in self._suspects]
+        self._suspects = set(orphans) - set(confirmed)
+        taken = self.requeue_claims([(d, d) for d in confirmed]) if confirmed else 0
+        if not self._suspects and self._uncertain == errors:
+            self._uncertain = 0
+        return taken
 
     def _dequeue(self, release, stale):
         key = self.inflight_key()
@@ -338,7 +393,6 @@ class ReliableRedisStorage(_Claims, RedisStorage):
             # One round trip: drop the finished claim and stale keys, take the next task.
             data = self._release_and_take(keys=[key, self.queue_key, self.result_key, claimed],
                                           args=[release or b"", *stale])
-            release, stale = None, ()  # released: nothing to keep if the next step fails
             if data is not None:
                 self._claims.claim = data
                 return data
@@ -370,6 +424,7 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         except BaseException:
             self._keep(release, stale)
             raise
+        self._forgot(release)
 
     def read_schedule(self, ts):
         """Move due scheduled tasks to the queue atomically (see the SQLite storage)."""
