@@ -380,7 +380,7 @@ def cmd_db_upgrade(args, _rt) -> int:
     from .runtime.core import redact_url
 
     settings = config_mod.load(args.config)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
     before = current_revision(engine)
     upgrade(engine)
     after = current_revision(engine)
@@ -402,7 +402,7 @@ def cmd_db_current(args, _rt) -> int:
         print(f"current: none (no database at {path.absolute()}: 'erpq db upgrade' creates it); "
               f"head: {head_revision()}")
         return 0
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
     print(f"current: {current_revision(engine) or 'none'}; head: {head_revision()}")
     engine.dispose()
     return 0
@@ -652,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _unreachable(exc: Exception, args) -> str | None:
     """A one-line message when the database or the queue store cannot be reached
     (the URL shown without its password), else None."""
+    import sqlite3
+
     import sqlalchemy.exc
 
     from .runtime.core import redact_url
@@ -670,6 +672,8 @@ def _unreachable(exc: Exception, args) -> str | None:
         return f"cannot use the database {redact_url(settings.database.url)}: {first}"
     if redis is not None and isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return f"cannot reach the queue store {redact_url(settings.queue.url)}: {first}"
+    if isinstance(exc, sqlite3.OperationalError):  # a SQLite queue file: locked, full, unreadable
+        return f"cannot use the queue store {settings.queue.url}: {first}"
     return None
 
 

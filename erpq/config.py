@@ -46,6 +46,8 @@ class QueueSettings:
     task_concurrency: dict[str, int] = field(default_factory=dict)
     #: Largest JSON arguments (UTF-8 bytes) an operator may dispatch a job with.
     max_args_bytes: int = 65536
+    #: A SQLite queue file: how long a write waits for another connection's lock (Huey's default).
+    busy_timeout_s: float = 5.0
 
 
 @dataclass
@@ -53,6 +55,8 @@ class DatabaseSettings:
     #: SQLAlchemy URL: sqlite:///var/erpq.db, postgresql+psycopg://..., mysql+pymysql://...
     url: str = "sqlite:///var/erpq.db"
     echo: bool = False
+    #: A SQLite database: how long a write waits for another connection's lock before failing.
+    busy_timeout_s: float = 30.0
 
 
 @dataclass
@@ -390,6 +394,10 @@ def _validate(s: Settings) -> None:
     if s.log.output not in ("auto", "file", "stderr"):
         raise err("log.output", f"must be auto, file or stderr (got {s.log.output!r})")
 
+    for key, value in (("queue.busy_timeout_s", s.queue.busy_timeout_s),
+                       ("database.busy_timeout_s", s.database.busy_timeout_s)):
+        if not 0 < value <= 3600:
+            raise err(key, "must be more than 0 and at most 3600 seconds")
     for key in ("heartbeat_s", "dead_after_s", "shutdown_timeout_s"):
         if getattr(s.runner, key) <= 0:
             raise err(f"runner.{key}", "must be positive")

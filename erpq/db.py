@@ -28,6 +28,21 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def db_now(session: Session) -> dt.datetime:
+    """The database's clock (aware UTC): one clock for every runner on a server
+    database, so a runner whose wall clock is stepped can neither steal a lock
+    lease, let its own lapse, look dead, nor fire a periodic tick early. SQLite
+    is on this host: its clock is this process's (no query)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        value = session.scalar(sa.text("SELECT CURRENT_TIMESTAMP"))
+    elif name in ("mysql", "mariadb"):
+        value = session.scalar(sa.text("SELECT UTC_TIMESTAMP(6)"))
+    else:
+        return utcnow()
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UTCDateTime(sa.types.TypeDecorator):
     """Aware UTC datetimes in Python, naive UTC (microseconds kept) in the database."""
 
@@ -66,12 +81,15 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime()}
 
 
-def _sqlite_pragmas(dbapi_conn, _record):
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(busy_timeout_s: float):
+    def pragmas(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return pragmas
 
 
 class DatabaseUnusable(Exception):
@@ -101,8 +119,9 @@ def require_redis(setting: str = "queue.url") -> None:
         raise driver_missing("redis", setting) from None
 
 
-def make_engine(url: str, echo: bool = False) -> Engine:
-    """An engine with the settings erpq relies on for each backend."""
+def make_engine(url: str, echo: bool = False, busy_timeout_s: float = 30.0) -> Engine:
+    """An engine with the settings erpq relies on for each backend (``busy_timeout_s``:
+    how long a SQLite write waits for another connection's lock before failing)."""
     kwargs: dict = {"echo": echo, "future": True}
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
@@ -112,7 +131,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             except OSError as exc:
                 raise DatabaseUnusable(f"cannot create the folder of the SQLite database {path}: "
                                        f"{exc.strerror or exc}") from None
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=3600)
     try:
@@ -123,7 +142,7 @@ def make_engine(url: str, echo: bool = False) -> Engine:
     except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
         raise DatabaseUnusable(f"database.url is not usable: {str(exc).splitlines()[0]}") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_s))
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so
         # that a write transaction takes the lock up front (no upgrade deadlocks).
         @event.listens_for(engine, "connect")

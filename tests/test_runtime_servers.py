@@ -89,6 +89,7 @@ def test_periodic_fires_once_per_tick_across_runners(make_rt, monkeypatch):
     monkeypatch.setitem(JOBS, NAME, JobSpec(NAME, lambda: None, periodic=True))
     now = dt.datetime(2030, 1, 1, 12, 0, 10, tzinfo=dt.UTC)
     monkeypatch.setattr(runtime_app, "utcnow", lambda: now)
+    monkeypatch.setattr(runtime_app, "db_now", lambda _session: now)  # the periodic check's clock
     rts = [make_rt(schedule={"cron": {NAME: "* * * * *"}}) for _ in range(4)]
     barrier = threading.Barrier(len(rts))
     fired: list = []

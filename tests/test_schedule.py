@@ -106,6 +106,7 @@ def clock(monkeypatch):
 
     c = Clock()
     monkeypatch.setattr(runtime_app, "utcnow", lambda: c.now)
+    monkeypatch.setattr(runtime_app, "db_now", lambda _session: c.now)  # the periodic check's clock
     return c
 
 
@@ -306,20 +307,6 @@ def test_embedded_runner_fires_due_task(runtimes, calls):
     assert all(r.trigger == "schedule" and r.tick <= utcnow() for r in done)
 
 
-def _short_sqlite_busy_timeout(monkeypatch) -> None:
-    """A lock wait fails after 1 s instead of 30 (for tests that expose a lock-up)."""
-    from erpq import db
-
-    def pragmas(dbapi_conn, _record):
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=1000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    monkeypatch.setattr(db, "_sqlite_pragmas", pragmas)
-
-
 def test_failed_periodic_run_is_recorded(runtimes, clock, calls, monkeypatch):
     def broken():
         calls.append("broken")
@@ -338,7 +325,6 @@ def test_failed_periodic_run_is_recorded(runtimes, clock, calls, monkeypatch):
 
 
 def test_failed_periodic_run_can_be_retried(runtimes, clock, calls, monkeypatch):
-    _short_sqlite_busy_timeout(monkeypatch)
     spec = JOBS[NAME]
 
     def broken():
@@ -346,7 +332,7 @@ def test_failed_periodic_run_can_be_retried(runtimes, clock, calls, monkeypatch)
         raise RuntimeError("reminders exploded")
 
     monkeypatch.setitem(JOBS, NAME, JobSpec(NAME, broken, periodic=True, description="broken"))
-    rt = runtimes()
+    rt = runtimes(database={"busy_timeout_s": 1.0})  # a lock-up fails after 1 s, not 30
     tick(rt)
     execute_all(rt)
     (run,) = periodic_runs(rt)
@@ -357,7 +343,7 @@ def test_failed_periodic_run_can_be_retried(runtimes, clock, calls, monkeypatch)
     assert failed.task_name == NAME and failed.exception == "reminders exploded"
 
     monkeypatch.setitem(JOBS, NAME, spec)  # "fixed" (the runtime looks the spec up by name)
-    rt2 = runtimes()
+    rt2 = runtimes(database={"busy_timeout_s": 1.0})
     (new_id,) = Ops(rt2, actor=Actor("tester", None, "cli")).retry([failed.id])
     execute_all(rt2)
     retry_run = next(r for r in periodic_runs(rt2) if r.task_id == new_id)

@@ -30,11 +30,12 @@ from huey import Huey
 from huey.exceptions import CancelExecution, HueyException
 from sqlalchemy.exc import IntegrityError
 
-from ..db import session_scope, utcnow
+from ..db import db_now, session_scope, utcnow
 from ..models import FailedJob, JobRun
 from . import locks, retry
 from .history import json_safe
 from .log import current_job
+from .outage import retrying, unreachable
 from .registry import JOBS, periodic_specs
 from .schedule import latest_tick, ticks_between
 
@@ -188,9 +189,18 @@ class ErpqHuey(Huey):
         outer_job, current_job.job = getattr(current_job, "job", None), (task.name, task.id)
         finished = False
         try:
-            value = super().execute(task, timestamp)
+            value = self._execute_claimed(task, timestamp, run)
             finished = "interrupted" not in run.signals
             return value
+        except Exception as exc:
+            if "executing" in run.signals and unreachable(exc) and hasattr(self.storage, "requeue_current"):
+                # It ran, but Huey could not hand it back (its retry not scheduled:
+                # the store is away). Claimed by a live runner it would wait for
+                # this runner to stop: put it back on the queue once the store is back.
+                if retrying(lambda: self.storage.requeue_current(self.serialize_task(task)),
+                            f"requeueing {task.name} {task.id}"):
+                    log.warning("Requeued job: %s %s (its retry could not be scheduled)", task.name, task.id)
+            raise
         finally:
             self._ctx.run = outer
             current_job.job = outer_job
@@ -203,6 +213,21 @@ class ErpqHuey(Huey):
                 storage = self.storage
                 if hasattr(storage, "finish_claim"):
                     storage.finish_claim() if finished else storage.drop_claim()
+
+    def _execute_claimed(self, task, timestamp, run: _Run):
+        """Huey's execute; while the store cannot be read before the task starts
+        (Huey checks its revoke flag there), try again: the task is still claimed
+        by this runner, and a live runner's claims are never recovered."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return super().execute(task, timestamp)
+            except Exception as exc:
+                down = unreachable(exc)
+                if "executing" in run.signals or down is None or time.monotonic() > deadline:
+                    raise
+                log.warning("job %s %s waits to start: %s", task.name, task.id, down)
+                time.sleep(0.5)
 
     def _on_signal(self, signal, task, *args, **kwargs):
         run = getattr(self._ctx, "run", None)
@@ -290,21 +315,24 @@ class ErpqHuey(Huey):
         if run.exception is not None:
             error = f"{type(run.exception).__name__}: {run.exception}"[:2000]
 
+        # Each write waits out a database outage (retrying), step by step, so a
+        # job that ran while the database restarted is still recorded, once.
+        what = f"recording {task.name} {task.id}"
         if status == "failed":
-            self.record_failure(task, run.exception, attempts=run.attempt)
+            retrying(lambda: self.record_failure(task, run.exception, attempts=run.attempt), what)
 
         if run.lock:
-            locks.release(rt.Session, run.lock, rt.runner_id)
+            retrying(lambda: locks.release(rt.Session, run.lock, rt.runner_id), what)
 
         if meta.get("run_id") is not None:
-            self._update_periodic_run(
+            retrying(lambda: self._update_periodic_run(
                 task, status=status, finished_at=_dt(finished), duration_s=duration, error=error,
                 **({} if run.lock else {"started_at": _dt(run.started), "runner": rt.runner_id}),
-            )
+            ), what)
         else:
             rt.history.add_job_run(task, meta, status, run.attempt, run.started, finished, duration, error)
         if meta.get("key") and status != "retrying":
-            rt.finish_key(meta["key"], task.id)
+            retrying(lambda: rt.finish_key(meta["key"], task.id), what)
         if meta.get("batch_id") and status != "retrying":
             rt.history.batch_done(meta["batch_id"], task.id if status == "failed" else None)
 
@@ -401,7 +429,8 @@ class ErpqHuey(Huey):
         """
         rt = self.runtime
         sched = rt.settings.schedule
-        now = utcnow()
+        with rt.read_session() as s:
+            now = db_now(s)  # one clock for every runner: a stepped wall clock fires nothing early
         seen = self._seen_ticks
         latest = {}
         for spec in periodic_specs():

@@ -78,7 +78,8 @@ class Runtime:
     def __init__(self, settings: Settings, *, upgrade_sqlite: bool = True, check_schema: bool = True):
         self.settings = settings
         self.runner_id = new_runner_id()
-        self.engine = make_engine(settings.database_url, settings.database.echo)
+        self.engine = make_engine(settings.database_url, settings.database.echo,
+                                  settings.database.busy_timeout_s)
         self.Session = make_sessionmaker(self.engine)
         self.ReadSession = make_sessionmaker(self.engine, readonly=True)
         if check_schema:
@@ -121,7 +122,7 @@ class Runtime:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             return ErpqHuey(storage_class=FairSqliteStorage if q.fair else ReliableSqliteStorage,
-                            filename=str(path), runner_id=self.runner_id, **common)
+                            filename=str(path), timeout=q.busy_timeout_s, runner_id=self.runner_id, **common)
         from ..db import require_redis
 
         require_redis()

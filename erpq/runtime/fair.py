@@ -131,8 +131,7 @@ class FairSqliteStorage(ReliableSqliteStorage):
         curs.execute(sql + " order by tenant, priority desc, id limit 1", params)
         return curs.fetchone()
 
-    def dequeue(self):
-        release, self._claims.release = self._claims.release, None
+    def _dequeue(self, release):  # ReliableSqliteStorage.dequeue keeps a failed release
         if not self.sql("select 1 from task where queue = ? limit 1", (self.name,), results=True):
             if release is not None or self._claims.stale_keys:
                 with self.db(commit=True) as curs:
@@ -333,9 +332,7 @@ class FairRedisStorage(ReliableRedisStorage):
         return taken
 
     # -- taking work
-    def dequeue(self):
-        release, self._claims.release = self._claims.release, None
-        stale, self._claims.stale_keys = self._claims.stale_keys, ()
+    def _dequeue(self, release, stale):  # ReliableRedisStorage.dequeue keeps a failed release
         if self._registered != self.runner_id:
             self.register_runner()
         data = self._take(
@@ -349,11 +346,16 @@ class FairRedisStorage(ReliableRedisStorage):
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
-        if release is not None:
-            self._release(keys=[self.inflight_key(), self.claimed_key(), self.claimlane_key(), self.running_key],
-                          args=[release])
-        if stale:
-            self.conn.hdel(self.result_key, *stale)
+        try:
+            if release is not None:
+                self._release(keys=[self.inflight_key(), self.claimed_key(), self.claimlane_key(),
+                                    self.running_key], args=[release])
+            if stale:
+                self.conn.hdel(self.result_key, *stale)
+        except BaseException:
+            self._keep(release, stale)
+            raise
+        self._forgot(release)
 
     # -- reading and removing
     def queue_size(self) -> int:

@@ -3,6 +3,10 @@
 A lock is a row (name, holder, expires_at). Taking it succeeds when there is
 no row or the row's lease has expired; the holder's runner renews its leases
 with each heartbeat, so a dead holder blocks nobody longer than one lease.
+
+Leases are read and written on the database's clock (``db_now``), never a
+runner's own: a runner whose wall clock steps back or forward neither lets its
+lease lapse early, stretches it, nor sees another runner's lease as expired.
 """
 
 from __future__ import annotations
@@ -13,15 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import session_scope, utcnow
+from ..db import db_now, session_scope
 from ..models import Lock
 
 
 def acquire(factory: sessionmaker[Session], name: str, holder: str, lease_s: float,
             task_id: str | None = None) -> bool:
-    now = utcnow()
-    expires = now + dt.timedelta(seconds=lease_s)
     with session_scope(factory) as s:
+        now = db_now(s)
+        expires = now + dt.timedelta(seconds=lease_s)
         taken = s.execute(
             sa.update(Lock)
             .where(Lock.name == name, sa.or_(Lock.expires_at < now, Lock.holder == holder))
@@ -31,6 +35,8 @@ def acquire(factory: sessionmaker[Session], name: str, holder: str, lease_s: flo
             return True
     try:
         with session_scope(factory) as s:
+            now = db_now(s)
+            expires = now + dt.timedelta(seconds=lease_s)
             s.add(Lock(name=name, holder=holder, task_id=task_id, acquired_at=now, expires_at=expires))
         return True
     except IntegrityError:
@@ -50,7 +56,7 @@ def renew(factory: sessionmaker[Session], holder: str, lease_s: float) -> int:
         return s.execute(
             sa.update(Lock)
             .where(Lock.holder == holder)
-            .values(expires_at=utcnow() + dt.timedelta(seconds=lease_s))
+            .values(expires_at=db_now(s) + dt.timedelta(seconds=lease_s))
         ).rowcount
 
 
@@ -62,4 +68,4 @@ def release_all(factory: sessionmaker[Session], holder: str) -> int:
 def holder_of(factory: sessionmaker[Session], name: str) -> Lock | None:
     with session_scope(factory) as s:
         lock = s.get(Lock, name)
-        return lock if lock is not None and lock.expires_at >= utcnow() else None
+        return lock if lock is not None and lock.expires_at >= db_now(s) else None

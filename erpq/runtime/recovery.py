@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from ..db import utcnow
+from ..db import db_now, utcnow
 from ..models import JobRun, Runner
 from . import locks
 
@@ -58,13 +58,14 @@ def mark_silent_runners_stopped(rt: Runtime, busy: set[str] = frozenset()) -> in
     """Mark runners silent for ``runner.dead_after_s`` that hold no in-flight work
     stopped (a runner killed while idle never marks itself), and drop them from
     the queue store's runner list. Runners with work are left to recovery."""
-    cutoff = utcnow() - dt.timedelta(seconds=rt.settings.runner.dead_after_s)
     with rt.session() as s:
+        now = db_now(s)  # heartbeats are written on the database's clock
+        cutoff = now - dt.timedelta(seconds=rt.settings.runner.dead_after_s)
         q = (sa.update(Runner).where(Runner.stopped_at.is_(None), Runner.heartbeat_at < cutoff,
                                      Runner.id != rt.runner_id))
         if busy:
             q = q.where(Runner.id.not_in(list(busy)))
-        n = s.execute(q.values(stopped_at=utcnow())).rowcount
+        n = s.execute(q.values(stopped_at=now)).rowcount
     forget = getattr(rt.huey.storage, "forget_idle_runners", None)
     if forget is not None:
         with rt.read_session() as s:
@@ -76,10 +77,10 @@ def mark_silent_runners_stopped(rt: Runtime, busy: set[str] = frozenset()) -> in
 
 def dead_runners(rt: Runtime, holders: dict[str, float | None]) -> list[str]:
     """Of the runners holding in-flight work (id -> oldest claim time), the dead ones."""
-    now = utcnow()
     limit = rt.settings.runner.dead_after_s
     host = socket.gethostname()
     with rt.read_session() as s:
+        now = db_now(s)
         rows = {r.id: r for r in s.scalars(sa.select(Runner).where(Runner.id.in_(list(holders))))}
     dead = []
     for rid, oldest in holders.items():

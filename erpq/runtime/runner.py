@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING
 from huey.consumer import Consumer, Scheduler, Worker
 
 from .. import events
-from ..db import session_scope, utcnow
+from ..db import db_now, session_scope
 from ..models import Runner
 from . import locks
+from .outage import unreachable
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -53,9 +54,10 @@ class Heartbeat:
     def register(self) -> None:
         rt = self.rt
         with session_scope(rt.Session) as s:
+            now = db_now(s)  # the database's clock: heartbeats are compared across runners
             s.merge(Runner(id=rt.runner_id, host=socket.gethostname(), pid=os.getpid(),
                            workers=self.workers, periodic=self.periodic, kind=self.kind,
-                           queue=rt.queue_label, started_at=utcnow(), heartbeat_at=utcnow(),
+                           queue=rt.queue_label, started_at=now, heartbeat_at=now,
                            stopped_at=None))
         register = getattr(rt.huey.storage, "register_runner", None)
         if register is not None:
@@ -77,6 +79,14 @@ class Heartbeat:
         self._safe(self._write_heartbeat)
         self._safe(lambda: locks.renew(rt.Session, rt.runner_id, rt.settings.schedule.lock_lease_s))
         self._safe(rt.recover_dead_runners)
+        reclaim = getattr(rt.huey.storage, "reclaim_orphans", None)
+        if reclaim is not None:
+            def reclaim_orphans():
+                if n := reclaim():
+                    log.warning("Requeued %d job(s) this runner had taken while the queue store "
+                                "connection dropped (the reply was lost)", n)
+
+            self._safe(reclaim_orphans)
         self._safe(lambda: events.sweep(rt))
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = time.monotonic()
@@ -91,7 +101,7 @@ class Heartbeat:
                 s.rollback()
                 self.register()
                 return
-            runner.heartbeat_at = utcnow()
+            runner.heartbeat_at = db_now(s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -105,7 +115,7 @@ class Heartbeat:
             with session_scope(rt.Session) as s:
                 runner = s.get(Runner, rt.runner_id)
                 if runner is not None:
-                    runner.stopped_at = utcnow()
+                    runner.stopped_at = db_now(s)
 
         self._safe(mark_stopped)
 
@@ -113,8 +123,13 @@ class Heartbeat:
     def _safe(fn) -> None:
         try:
             fn()
-        except Exception:
-            log.exception("runner housekeeping failed: %s", getattr(fn, "__name__", fn))
+        except Exception as exc:
+            what = getattr(fn, "__name__", fn)
+            down = unreachable(exc)
+            if down:  # the store or the database is away: one line per beat, no traceback
+                log.warning("runner housekeeping (%s) skipped, will retry: %s", what, down)
+            else:
+                log.exception("runner housekeeping failed: %s", what)
 
 
 class ErpqScheduler(Scheduler):
@@ -124,6 +139,18 @@ class ErpqScheduler(Scheduler):
     def __init__(self, huey, *args, **kwargs):
         super().__init__(huey, *args, **kwargs)
         self.periodic_task_seconds = huey.runtime.settings.runner.periodic_check_s
+
+    def enqueue_periodic_tasks(self, now):
+        # Huey lets an error here end the scheduler thread (and an embedded runner
+        # never restarts it): a database or store outage must only skip this check.
+        try:
+            super().enqueue_periodic_tasks(now)
+        except Exception as exc:
+            down = unreachable(exc)
+            if down:
+                log.warning("periodic check skipped, will retry: %s", down)
+            else:
+                log.exception("periodic check failed (will retry)")
 
 
 class ErpqWorker(Worker):

@@ -25,10 +25,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 from huey.storage import RedisStorage, SqliteStorage
 
 from .wake import Listener, Waker
+
+try:  # the Redis storages below run only with the driver installed (erpq[redis])
+    import redis
+except ImportError:  # pragma: no cover - a SQLite-only install
+    redis = None
 
 #: A claim is (claim key, runner id, claimed_at epoch or None, serialized task).
 Claim = tuple[object, str, float | None, bytes]
@@ -56,7 +62,32 @@ class _Claims:
 
     def drop_claim(self) -> None:
         """Forget the current claim without releasing it (the task did not finish)."""
+        self._forgot(self._claims.claim)
         self._claims.claim = None
+
+    def _forgot(self, claim) -> None:
+        """No thread of this process works on ``claim`` any more (``ReliableRedisStorage``)."""
+
+    def requeue_current(self, data: bytes) -> bool:
+        """Put the current task back on the queue as ``data`` and drop its claim
+        (its run ended but could not be handed back, e.g. the retry could not be
+        scheduled while the store was away)."""
+        claim = self._claims.claim
+        if claim is None:
+            return False
+        taken = self.requeue_claims([(claim, data)])  # an error keeps the claim, for another try
+        self._forgot(claim)
+        self._claims.claim = None
+        return bool(taken)
+
+    def _keep(self, release, stale: tuple) -> None:
+        """A release that failed (the store unreachable, locked or full) is kept for
+        the next dequeue: dropped, its finished task would stay claimed by this
+        runner and run again once the runner stops and its claims are recovered."""
+        self._claims.claim = None
+        if release is not None and self._claims.release is None:
+            self._claims.release = release
+        self._claims.stale_keys = tuple(dict.fromkeys(stale + self._claims.stale_keys))
 
     def delete_later(self, key: str) -> None:
         """Delete a result-store key (Huey clears each finished task's revoke flag)
@@ -114,6 +145,14 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
 
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
+        stale = self._claims.stale_keys
+        try:
+            return self._dequeue(release)
+        except BaseException:
+            self._keep(release, stale)
+            raise
+
+    def _dequeue(self, release):
         if not self.sql("select 1 from task where queue = ? limit 1", (self.name,), results=True):
             if release is not None or self._claims.stale_keys:
                 with self.db(commit=True) as curs:
@@ -139,9 +178,14 @@ class ReliableSqliteStorage(_Claims, SqliteStorage):
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
-        if release is not None or self._claims.stale_keys:
-            with self.db(commit=True) as curs:
-                self._cleanup(curs, release)
+        stale = self._claims.stale_keys
+        if release is not None or stale:
+            try:
+                with self.db(commit=True) as curs:
+                    self._cleanup(curs, release)
+            except BaseException:
+                self._keep(release, stale)
+                raise
 
     def read_schedule(self, ts):
         """Move due scheduled tasks straight into the queue, in one transaction.
@@ -300,10 +344,24 @@ return data
 
 
 class ReliableRedisStorage(_Claims, RedisStorage):
+    """Redis: ``LMOVE``/``BLMOVE`` to a per-runner in-flight list.
+
+    When the connection drops during a take, Redis may have moved the task while
+    its reply was lost: the task then sits in this live runner's in-flight list
+    with no thread working on it. This process counts the claims its threads
+    hold (``_held``); after such an error, ``reclaim_orphans`` (each heartbeat)
+    puts back on the queue what the list holds beyond them, once seen in two
+    passes (a reply merely in transit is counted by then).
+    """
+
     def __init__(self, *args, runner_id: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.runner_id = runner_id
         self._claims = _ClaimState()
+        self._held: Counter = Counter()
+        self._held_lock = threading.Lock()
+        self._uncertain = 0  # connection errors during a take since the last clean pass
+        self._suspects: set = set()
         self.runners_key = f"huey.erpq.runners.{self.name}"
         self._registered: str | None = None
         self._requeue = self.conn.register_script(_REQUEUE_LUA)
@@ -325,6 +383,48 @@ class ReliableRedisStorage(_Claims, RedisStorage):
     def dequeue(self):
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
+        try:
+            data = self._dequeue(release, stale)
+        except BaseException as exc:
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                self._uncertain += 1  # a task may have moved in-flight with its reply lost
+            self._keep(release, stale)
+            raise
+        with self._held_lock:
+            if release is not None:
+                self._held[release] -= 1
+                if self._held[release] <= 0:
+                    del self._held[release]
+            if data is not None:
+                self._held[data] += 1
+        return data
+
+    def _forgot(self, claim) -> None:
+        if claim is None:
+            return
+        with self._held_lock:
+            self._held[claim] -= 1
+            if self._held[claim] <= 0:
+                del self._held[claim]
+
+    def reclaim_orphans(self) -> int:
+        """After a connection error during a take: put back on the queue the tasks
+        in this runner's in-flight list that no thread here holds (seen in two
+        passes); returns how many."""
+        if not self._uncertain:
+            return 0
+        errors = self._uncertain
+        items = self.conn.lrange(self.inflight_key(), 0, -1)
+        with self._held_lock:
+            orphans = Counter(items) - self._held
+        confirmed = [d for d in orphans if d in self._suspects]
+        self._suspects = set(orphans) - set(confirmed)
+        taken = self.requeue_claims([(d, d) for d in confirmed]) if confirmed else 0
+        if not self._suspects and self._uncertain == errors:
+            self._uncertain = 0
+        return taken
+
+    def _dequeue(self, release, stale):
         key = self.inflight_key()
         if self._registered != self.runner_id:
             self.register_runner()
@@ -345,18 +445,26 @@ class ReliableRedisStorage(_Claims, RedisStorage):
         else:
             moved = self.conn.lmove(self.queue_key, key, "RIGHT", "LEFT")
         if moved is not None:  # the queue was empty a moment ago: one more round trip is free
-            self.conn.hset(claimed, moved, time.time())
             self._claims.claim = moved
+            try:
+                self.conn.hset(claimed, moved, time.time())
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # the claim time is for display; the claim itself is taken: run the task
         return moved
 
     def release_pending(self) -> None:
         release, self._claims.release = self._claims.release, None
         stale, self._claims.stale_keys = self._claims.stale_keys, ()
-        if release is not None:
-            self.conn.lrem(self.inflight_key(), 1, release)
-            self.conn.hdel(self.claimed_key(), release)
-        if stale:
-            self.conn.hdel(self.result_key, *stale)
+        try:
+            if release is not None:
+                self.conn.lrem(self.inflight_key(), 1, release)
+                self.conn.hdel(self.claimed_key(), release)
+            if stale:
+                self.conn.hdel(self.result_key, *stale)
+        except BaseException:
+            self._keep(release, stale)
+            raise
+        self._forgot(release)
 
     def read_schedule(self, ts):
         """Move due scheduled tasks to the queue atomically (see the SQLite storage)."""
