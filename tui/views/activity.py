@@ -192,7 +192,7 @@ class ActivityView(View):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "window":
             return self.stats_mode
-        if action in ("status_filter", "toggle_log", "page"):
+        if action in ("status_filter", "toggle_log", "page", "sort", "sort_reverse"):
             return not self.stats_mode and super().check_action(action, parameters)
         return super().check_action(action, parameters)
 
@@ -207,7 +207,7 @@ class ActivityView(View):
         return text + f" · {when} · {r.kind} · attempt {r.attempt} · {r.runner or '—'}{tenant}"
 
     def detail_actions(self, r: Any) -> dict[str, Any]:
-        if r.status != "failed":
+        if self.stats_mode or r.status != "failed":  # a task's stats row offers no action
             return {}
         return {"failed": lambda: self.console.drill_to_failed(f"run #{r.id} {r.task_name}", task_ids=[r.task_id])}
 
