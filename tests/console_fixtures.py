@@ -296,3 +296,28 @@ def seed_failed(rt: Any, n: int, task: str = "ConsoleTestJob", message: str = "b
     with rt.session() as s:
         s.execute(sa.insert(FailedJob), rows)
         return list(s.scalars(sa.select(FailedJob.id).order_by(FailedJob.id)))[-n:]
+
+
+# ------------------------------------------------------------------ driving a console under Pilot
+
+
+async def settle(app, pilot) -> None:
+    """Let every worker finish and every message land (polls chain after actions)."""
+    for _ in range(6):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def press(app, pilot, *keys: str) -> None:
+    """Press each key and settle. The console focuses the first view's table once it
+    is drawn; a view key pressed before that focus lands would have its tab
+    switched back to the focused table's, so the first press waits for it."""
+    for _ in range(1000):
+        if app.focused is not None:
+            break
+        await pilot.pause(0.01)
+    for key in keys:
+        await pilot.press(key)
+        await settle(app, pilot)

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_settings
-from console_fixtures import seed_failed
+from console_fixtures import press, seed_failed, settle
 from erpq.models import JobRun, Lock, Runner
 from erpq.ops import Actor
 from erpq.ops import Ops as ConsoleOps
@@ -55,27 +55,6 @@ def make_app(runtime: Runtime):
         return ErpqConsole(ops, rt.settings, poll=False)
 
     return make
-
-
-async def settle(app: ErpqConsole, pilot) -> None:
-    """Let every worker finish and every message land (polls chain after actions)."""
-    for _ in range(6):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def press(app: ErpqConsole, pilot, *keys: str) -> None:
-    # The console focuses the first view's table once it is drawn; a view key pressed
-    # before that focus lands would have its tab switched back to the focused table's.
-    for _ in range(1000):
-        if app.focused is not None:
-            break
-        await pilot.pause(0.01)
-    for key in keys:
-        await pilot.press(key)
-        await settle(app, pilot)
 
 
 def table(app: ErpqConsole, view: str, which: str = "#table") -> KeyedTable:

@@ -13,7 +13,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from console_fixtures import seed_failed
+from console_fixtures import press, seed_failed, settle
 from erpq.models import FailedJob, JobBatch, JobRun
 from erpq.ops import Actor, Ops
 from erpq.ops.base import BULK_CHUNK
@@ -65,24 +65,6 @@ class GatedOps(Ops):
 
 def make(rt: Runtime, ops_class=Ops) -> ErpqConsole:
     return ErpqConsole(ops_class(rt, ACTOR), rt.settings, poll=False)
-
-
-async def settle(app: ErpqConsole, pilot) -> None:
-    for _ in range(6):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(app: ErpqConsole, pilot, *keys: str) -> None:
-    # The console focuses the first view's table once it is drawn; a view key pressed
-    # before that focus lands would have its tab switched back to the focused table's.
-    for _ in range(1000):
-        if app.focused is not None:
-            break
-        await pilot.pause(0.01)
-    for key in keys:
-        await pilot.press(key)
-        await settle(app, pilot)
 
 
 def rows(app: ErpqConsole, view: str, which: str = "#table") -> KeyedTable:

@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import Tabs
 
 from conftest import make_settings
-from console_fixtures import FakeOps, fixed_clock, seed_failed
+from console_fixtures import FakeOps, fixed_clock, press, seed_failed, settle
 from erpq.ops import Actor, Ops
 from erpq.runtime import Runtime, set_current
 from tui.app import ErpqConsole
@@ -27,18 +27,6 @@ T = [v.KEY for v in TABS] + [business.KEY]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def settle(app, pilot) -> None:
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(app, pilot, *keys: str) -> None:
-    for k in keys:
-        await pilot.press(k)
-        await settle(app, pilot)
 
 
 def fake_app() -> ErpqConsole:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from console_fixtures import FakeOps, fixed_clock
+from console_fixtures import FakeOps, fixed_clock, settle
 from tui.app import ErpqConsole
 from tui.views import GROUPED, GROUPS, TABS, VIEWS, business
 
@@ -16,12 +16,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def settle(app, pilot) -> None:
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def app_for(ops=None) -> ErpqConsole:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_settings
+from console_fixtures import press, settle
 from erpq.db import make_engine, upgrade
 from erpq.models import RUN_STATUSES, FailedJob, JobRun, Tenant
 from erpq.ops import Actor, Ops
@@ -176,18 +177,6 @@ def test_erpq_stats_reads_the_same(runtime):
 
 
 # ------------------------------------------------------------------ Pilot
-
-
-async def settle(app, pilot) -> None:
-    for _ in range(5):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(app, pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(app, pilot)
 
 
 def sparks(app) -> dict[str, list[float]]:

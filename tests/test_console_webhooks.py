@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_settings
+from console_fixtures import press, settle
 from erpq.db import make_engine, upgrade, utcnow
 from erpq.models import AuditLog, Webhook, WebhookDelivery
 from erpq.ops import Actor, Ops
@@ -64,18 +65,6 @@ def seed(rt: Runtime) -> dict[str, int]:
 def audit_actions(rt: Runtime) -> list[tuple[str, str]]:
     with rt.read_session() as s:
         return [(a.action, a.target) for a in s.scalars(sa.select(AuditLog).order_by(AuditLog.id))]
-
-
-async def settle(app, pilot) -> None:
-    for _ in range(6):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(app, pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(app, pilot)
 
 
 async def open_panel(app, pilot, key: str):

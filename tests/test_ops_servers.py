@@ -11,6 +11,7 @@ import pytest
 
 import testjobs
 from conftest import make_settings
+from console_fixtures import press, settle
 from draining import drain
 from erpq.db import make_engine, upgrade
 from erpq.models import Lock, Runner
@@ -159,18 +160,6 @@ def test_queue_search_ignores_case(rt, ops):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def settle(app: ErpqConsole, pilot) -> None:
-    for _ in range(6):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(app: ErpqConsole, pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(app, pilot)
 
 
 def table(app: ErpqConsole, view: str, which: str = "#table") -> KeyedTable:
