@@ -313,11 +313,14 @@ async def settle(app, pilot) -> None:
 async def press(app, pilot, *keys: str) -> None:
     """Press each key and settle. The console focuses the first view's table once it
     is drawn; a view key pressed before that focus lands would have its tab
-    switched back to the focused table's, so the first press waits for it."""
-    for _ in range(1000):
-        if app.focused is not None:
-            break
-        await pilot.pause(0.01)
+    switched back to the focused table's, so the first press of an app waits for it
+    (once: a later screen may have nothing to focus)."""
+    if not getattr(app, "_pressed_once", False):
+        app._pressed_once = True
+        for _ in range(500):
+            if app.focused is not None:
+                break
+            await pilot.pause(0.01)
     for key in keys:
         await pilot.press(key)
         await settle(app, pilot)
