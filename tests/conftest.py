@@ -64,6 +64,20 @@ def make_settings(tmp: Path, **sections) -> Settings:
     return from_dict(raw, source=str(tmp / "config.toml"), base_dir=str(tmp))
 
 
+def backend_settings(request, tmp: Path, backend: str) -> Settings:
+    """Settings on ``backend`` ("sqlite", "postgresql" or "mariadb"): a server's
+    database (its fixture, so it is reset or skipped as usual) upgraded to head."""
+    if backend == "sqlite":
+        return make_settings(tmp)
+    from erpq.db import make_engine, upgrade
+
+    url = request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[backend])
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return make_settings(tmp, database={"url": url})
+
+
 def _reset_redis(url: str, name: str) -> None:
     import redis
 

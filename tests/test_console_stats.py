@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import make_settings
+from conftest import backend_settings
 from console_fixtures import press, settle
-from erpq.db import make_engine, upgrade
 from erpq.models import RUN_STATUSES, FailedJob, JobRun, Tenant
 from erpq.ops import Actor, Ops
 from erpq.ops.stats import ALL, LADDER
@@ -36,14 +35,7 @@ def anyio_backend() -> str:
 
 
 def _runtime(request, tmp_path: Path, backend: str) -> Runtime:
-    if backend == "sqlite":
-        settings = make_settings(tmp_path)
-    else:
-        url = request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[backend])
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        settings = make_settings(tmp_path, database={"url": url})
+    settings = backend_settings(request, tmp_path, backend)
     rt = Runtime(settings)
     set_current(rt)
     return rt

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from conftest import make_settings
+from conftest import backend_settings
 from console_fixtures import press, settle
-from erpq.db import make_engine, upgrade, utcnow
+from erpq.db import utcnow
 from erpq.models import AuditLog, Webhook, WebhookDelivery
 from erpq.ops import Actor, Ops
 from erpq.runtime import Runtime, set_current
@@ -32,14 +32,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path):
-    if request.param == "sqlite":
-        settings = make_settings(tmp_path)
-    else:
-        url = request.getfixturevalue("pg_url")
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        settings = make_settings(tmp_path, database={"url": url})
+    settings = backend_settings(request, tmp_path, request.param)
     rt = Runtime(settings)
     set_current(rt)
     yield rt

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 import webhook_fixtures
-from conftest import make_settings
-from erpq.db import make_engine, upgrade, utcnow
+from conftest import backend_settings, make_settings
+from erpq.db import utcnow
 from erpq.models import WebhookDelivery
 from erpq.runtime import Runtime, set_current
 from erpq.webhooks import delivery as wd
@@ -24,14 +24,7 @@ receiver = webhook_fixtures.receiver
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def any_db_runtime(request, tmp_path):
-    if request.param == "sqlite":
-        settings = make_settings(tmp_path)
-    else:
-        url = request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param])
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        settings = make_settings(tmp_path, database={"url": url})
+    settings = backend_settings(request, tmp_path, request.param)
     rt = Runtime(settings)
     set_current(rt)
     yield rt
